@@ -1,0 +1,156 @@
+"""`corral`: the command line. Every command works on one CORRAL_HOME (default `.corral/`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+
+from dagster_defs.dbt_runner import DbtFailed, ensure_manifest, run_dbt
+from dagster_defs.summary import render, summarize
+from dagster_defs.syncing import declared_syncs, run_one
+from loaders.home import CorralHome
+from loaders.load import LoadError, describe, load_files, load_landing
+from loaders.warehouse import connect
+from reverse_etl.syncs import SyncConfigError, find_sync
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_load(args: argparse.Namespace, home: CorralHome) -> int:
+    with closing(connect(home)) as con:
+        if args.files:
+            result = load_files(con, [Path(f) for f in args.files], source_id=args.source, skip_invalid=args.skip_invalid)
+        else:
+            result = load_landing(con, home.landing, skip_invalid=args.skip_invalid)
+    for line in describe(result):
+        say(line)
+    if not result.files:
+        say(f"nothing to load (no new sealed segments in {home.landing})")
+    say(f"{result.rows_loaded:,} rows loaded")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, home: CorralHome) -> int:
+    dbt_vars = {"corral_as_of": args.as_of} if args.as_of else None
+    run_dbt(home, ["build", *(["--select", *args.select] if args.select else [])], dbt_vars=dbt_vars, echo=say)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace, home: CorralHome) -> int:
+    syncs = declared_syncs(ensure_manifest(home, echo=say))
+    chosen = [find_sync(syncs, args.name)] if args.name else syncs
+    failed = 0
+    for sync in chosen:
+        result = run_one(home, sync, dry_run=args.dry_run)
+        if args.dry_run:
+            say(f"{sync.name}: would send {result.planned:,} rows from {sync.model} to {sync.destination} ({sync.mode})")
+            continue
+        where = f" → {result.metadata['path']}" if "path" in result.metadata else ""
+        say(f"{sync.name}: {result.status}, {result.succeeded:,} of {result.planned:,} rows sent{where} in {result.duration_seconds:.2f}s")
+        for error in result.errors[:5]:
+            say(f"  {error}")
+        failed += result.status != "success"
+    return 1 if failed else 0
+
+
+def cmd_status(args: argparse.Namespace, home: CorralHome) -> int:
+    if not home.warehouse.exists():
+        say(f"no warehouse yet at {home.warehouse}; run `corral demo` or `corral load FILES`")
+        return 0
+    with closing(connect(home, read_only=True)) as con:
+        say(f"Corral home {home.root}\n{render(summarize(con))}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, home: CorralHome) -> int:
+    from loaders.synthetic import DemoSpec, write_ndjson
+
+    started = time.monotonic()
+    if home.root.exists():
+        say(f"starting from an empty home: removing {home.root}")
+        shutil.rmtree(home.root)
+    home.ensure()
+    spec = DemoSpec(users=args.users, days=args.days, seed=args.seed)
+    say(f"[1/4] generating {spec.users:,} synthetic customers over {spec.days} days (seed {spec.seed}) ...")
+    files = write_ndjson(spec, home.landing / "demo")
+    say(f"      wrote {len(files)} landing segment(s) to {home.landing / 'demo'}")
+    say("[2/4] loading sealed landing segments into raw.events ...")
+    with closing(connect(home)) as con:
+        result = load_landing(con, home.landing)
+    say(f"      {result.rows_loaded:,} rows loaded ({sum(1 for f in result.files if f.already_loaded_as)} file(s) already loaded)")
+    say("[3/4] dbt build (staging → identity → marts → audiences, with tests) ...")
+    run_dbt(home, ["build"], dbt_vars={"corral_as_of": spec.end.isoformat(sep=" ")}, echo=say)
+    say("[4/4] syncing audiences ...")
+    sync_args = argparse.Namespace(name=None, dry_run=False, full=False)
+    status = cmd_sync(sync_args, home)
+    with closing(connect(home, read_only=True)) as con:
+        say(f"\nDone in {time.monotonic() - started:.0f}s. Corral home {home.root}\n{render(summarize(con))}")
+    say(f"\nExports: {home.exports}\nNext: `make dev` opens the Dagster UI on the same project.")
+    return status
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="corral",
+        description="Corral: a warehouse-native customer data platform. Every command works on the "
+        "home in $CORRAL_HOME (default .corral/): its warehouse, landing/ and exports/.",
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="generate a synthetic data set and run the whole pipeline on it, in an emptied home",
+        description="Empties $CORRAL_HOME, generates realistic synthetic customers, lands and loads them, "
+        "runs dbt build and every declared sync, and prints a summary.")
+    demo.add_argument("--users", type=int, default=3000, help="synthetic customers (default 3000)")
+    demo.add_argument("--days", type=int, default=90, help="days of history (default 90)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed; same seed, same data (default 7)")
+    demo.set_defaults(run=cmd_demo)
+
+    load = commands.add_parser(
+        "load",
+        help="bulk-load files of Segment-spec messages into raw.events (each file once)",
+        description="Load NDJSON (.ndjson/.jsonl/.json), CSV or Parquet files of Segment-spec messages. "
+        "With no FILES, loads the sealed segments in $CORRAL_HOME/landing/ not loaded before. "
+        "All or nothing: any invalid line stops the load and names file and line.",
+    )
+    load.add_argument("files", nargs="*", metavar="FILE")
+    load.add_argument("--source", default="import", help="source id recorded on the rows (default: import)")
+    load.add_argument("--skip-invalid", action="store_true", help="load the valid rows; keep invalid ones in raw.load_errors")
+    load.set_defaults(run=cmd_load)
+
+    build = commands.add_parser("build", help="dbt build: every model and its tests on the warehouse")
+    build.add_argument("--select", nargs="+", help="dbt node selection (default: everything)")
+    build.add_argument("--as-of", help="reproducible 'now' for windows, e.g. 2026-11-01 (default: the build time)")
+    build.set_defaults(run=cmd_build)
+
+    sync = commands.add_parser("sync", help="run declared syncs (dbt exposures with meta.corral_sync)")
+    sync.add_argument("name", nargs="?", help="one sync (default: all)")
+    sync.add_argument("--dry-run", action="store_true", help="say what would be sent; send nothing")
+    sync.add_argument("--full", action="store_true", help="resend every row, not only changes (file syncs always write the whole mart)")
+    sync.set_defaults(run=cmd_sync)
+
+    status = commands.add_parser("status", help="what the warehouse holds: events, profiles, sessions, audiences, syncs")
+    status.set_defaults(run=cmd_status)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    home = CorralHome.from_env()
+    os.environ["CORRAL_HOME"] = str(home.root)  # children (dbt) see the same home, resolved
+    try:
+        return args.run(args, home)
+    except (LoadError, SyncConfigError, DbtFailed, ValueError, FileNotFoundError) as exc:
+        print(f"corral {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

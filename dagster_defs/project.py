@@ -1,0 +1,29 @@
+"""The dbt project, as Dagster and the `corral` command see it (the one place it is defined)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtProject
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python (the project's venv), else the one on PATH."""
+    beside_python = Path(sys.executable).with_name("dbt")
+    return str(beside_python) if beside_python.exists() else (shutil.which("dbt") or "dbt")
+
+
+def corral_dbt_project() -> DbtProject:
+    """The dbt project with its manifest ready: parsed when missing (a fresh clone) or when
+    running under `dagster dev` (so edits to models show up on reload)."""
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=REPO_ROOT)
+    if project.manifest_path.exists():
+        project.prepare_if_dev()
+    else:
+        project.preparer.prepare(project)
+    return project

@@ -1,0 +1,54 @@
+"""What is in a CORRAL_HOME's warehouse, for `corral status` and the end of `corral demo`."""
+
+from __future__ import annotations
+
+import duckdb
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int | None:
+    try:
+        return con.execute(sql).fetchone()[0]
+    except duckdb.CatalogException:
+        return None
+
+
+def summarize(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(label, value) rows; a table that does not exist yet shows as 'not built'."""
+
+    def show(value: int | None) -> str:
+        return "not built" if value is None else f"{value:,}"
+
+    rows = [
+        ("files loaded", show(_count(con, "select count(*) from raw.loaded_files"))),
+        ("events loaded (raw)", show(_count(con, "select count(*) from raw.events"))),
+        ("rows kept aside as invalid", show(_count(con, "select count(*) from raw.load_errors"))),
+        ("events (deduplicated)", show(_count(con, "select count(*) from marts.profile_events"))),
+        ("profiles", show(_count(con, "select count(*) from marts.profiles"))),
+        ("identified profiles", show(_count(con, "select count(*) from marts.profiles where user_id is not null"))),
+        ("sessions", show(_count(con, "select count(*) from marts.sessions"))),
+    ]
+    audiences = con.execute(
+        "select table_name from information_schema.tables where table_schema = 'audiences' order by table_name"
+    ).fetchall()
+    for (name,) in audiences:
+        rows.append((f"audience {name}", show(_count(con, f'select count(*) from audiences."{name}"'))))
+    try:
+        runs = con.execute(
+            """
+            select sync_name, status, rows_succeeded, rows_failed, finished_at
+            from corral_sync.sync_runs
+            where not dry_run
+            qualify row_number() over (partition by sync_name order by finished_at desc) = 1
+            order by sync_name
+            """
+        ).fetchall()
+    except duckdb.CatalogException:
+        runs = []
+    for name, status, ok, failed, finished in runs:
+        rows.append((f"sync {name}", f"{status}: {ok:,} rows synced, {failed:,} failed ({finished:%Y-%m-%d %H:%M} UTC)"))
+    return rows
+
+
+def render(rows: list[tuple[str, str]]) -> str:
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"  {label.ljust(width)}  {value}" for label, value in rows)

@@ -1,0 +1,299 @@
+"""`corral load`: bulk-load files of Segment-spec messages into `raw.events`, exactly once.
+
+Every file is read by DuckDB in one pass (never row by row), normalized into one staging
+table, validated in SQL, and inserted with its ledger row in the same transaction. A file is
+identified by the SHA-256 of its bytes, so loading it again (under any name) loads nothing.
+
+By default a command is all or nothing: if any line of any file is invalid, nothing is loaded
+and the error names each file and line. With `skip_invalid`, valid rows land and each invalid
+row is kept, with its reason and raw text, in `raw.load_errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from loaders.warehouse import MESSAGE_FIELDS, Field
+
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+FORMATS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv", ".parquet": "parquet"}
+MAX_ERRORS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class LineError:
+    path: Path
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass
+class FileResult:
+    path: Path
+    sha256: str
+    rows_loaded: int = 0
+    errors: list[LineError] = field(default_factory=list)
+    already_loaded_as: str | None = None
+
+
+@dataclass
+class LoadResult:
+    files: list[FileResult] = field(default_factory=list)
+    committed: bool = True
+
+    @property
+    def rows_loaded(self) -> int:
+        return sum(f.rows_loaded for f in self.files) if self.committed else 0
+
+    @property
+    def errors(self) -> list[LineError]:
+        return [e for f in self.files for e in f.errors]
+
+
+class LoadError(Exception):
+    """Some input was invalid and nothing was loaded; `result` says where."""
+
+    def __init__(self, result: LoadResult):
+        self.result = result
+        errors = result.errors
+        shown = "\n".join(f"  {e}" for e in errors[:MAX_ERRORS_SHOWN])
+        more = f"\n  ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
+        bad_files = sorted({str(e.path) for e in errors})
+        super().__init__(
+            f"{len(errors)} invalid message(s) in {len(bad_files)} file(s); nothing was loaded "
+            f"(fix them, or load with --skip-invalid to keep them aside in raw.load_errors):\n{shown}{more}"
+        )
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def file_format(path: Path) -> str:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; expected one of {sorted(FORMATS)}") from None
+
+
+def sealed_segments(landing: Path) -> list[Path]:
+    """Landing files that are complete (writers use a `.open` suffix until they seal)."""
+    if not landing.exists():
+        return []
+    return sorted(p for p in landing.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+
+
+def load_files(
+    con: duckdb.DuckDBPyConnection,
+    paths: Sequence[Path],
+    source_id: str = "import",
+    skip_invalid: bool = False,
+    sources: dict[Path, str] | None = None,
+) -> LoadResult:
+    """Load `paths` into `raw.events` in one transaction. Raises `LoadError` (loading nothing)
+    when a message is invalid, unless `skip_invalid`. `sources` overrides `source_id` per file."""
+    result = LoadResult()
+    loaded = dict(con.execute("select file_sha256, path from raw.loaded_files").fetchall())
+    con.execute("begin transaction")
+    try:
+        for path in paths:
+            path = Path(path).resolve()
+            file_format(path)  # unsupported type: fail before touching anything
+            digest = file_sha256(path)
+            fr = FileResult(path=path, sha256=digest)
+            result.files.append(fr)
+            if digest in loaded:
+                fr.already_loaded_as = loaded[digest]
+                continue
+            _load_one(con, fr, (sources or {}).get(path, source_id), skip_invalid)
+            loaded[digest] = str(path)
+        if result.errors and not skip_invalid:
+            raise LoadError(result)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        result.committed = False
+        raise
+    return result
+
+
+def load_landing(con: duckdb.DuckDBPyConnection, landing: Path, skip_invalid: bool = False) -> LoadResult:
+    """Load every sealed landing segment not loaded before (by content). Files in
+    `landing/<source>/` carry that source id; files directly in `landing/` carry `default`."""
+    segments = sealed_segments(landing)
+    sources = {p.resolve(): (p.parent.name if p.parent != landing else "default") for p in segments}
+    return load_files(con, segments, skip_invalid=skip_invalid, sources=sources)
+
+
+def _load_one(con: duckdb.DuckDBPyConnection, fr: FileResult, source_id: str, skip_invalid: bool) -> None:
+    fmt = file_format(fr.path)
+    {"ndjson": _stage_ndjson, "csv": _stage_csv, "parquet": _stage_parquet}[fmt](con, fr.path)
+    con.execute(f"create or replace temp table _checked as select *, {_error_expression()} as error from _staged")
+    fr.errors = [
+        LineError(fr.path, line, reason)
+        for line, reason in con.execute(
+            "select line_no, error from _checked where error is not null order by line_no"
+        ).fetchall()
+    ]
+    if fr.errors and not skip_invalid:
+        return
+    columns = ", ".join(f.column for f in MESSAGE_FIELDS)
+    con.execute(
+        f"""
+        insert into raw.events ({columns}, source_id, loaded_at, landing_file, landing_line)
+        select {", ".join(_typed(f) for f in MESSAGE_FIELDS)}, ?, now()::timestamp, ?, line_no
+        from _checked where error is null order by line_no
+        """,
+        [source_id, str(fr.path)],
+    )
+    fr.rows_loaded = con.execute("select count(*) from _checked where error is null").fetchone()[0]
+    con.execute(
+        """
+        insert into raw.load_errors (file_sha256, path, line, reason, raw, loaded_at)
+        select ?, ?, line_no, error, raw, now()::timestamp from _checked where error is not null
+        """,
+        [fr.sha256, str(fr.path)],
+    )
+    con.execute(
+        "insert into raw.loaded_files values (?, ?, ?, ?, ?, ?, now()::timestamp)",
+        [fr.sha256, str(fr.path), fr.path.stat().st_size, source_id, fr.rows_loaded, len(fr.errors)],
+    )
+
+
+# --- staging: one table `_staged(line_no, raw, parse_error, <field> varchar ...)` per file -----
+
+
+def _stage_ndjson(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    def extract(f: Field) -> str:
+        fn = "json_extract" if f.is_object else "json_extract_string"
+        return f"{fn}(raw, '$.\"{f.key}\"')::varchar as {f.column}"
+
+    con.execute(
+        f"""
+        create or replace temp table _staged as
+        with text as (select string_split(content, chr(10)) as lines from read_text(?)),
+        numbered as (
+            select generate_subscripts(lines, 1) as line_no, rtrim(unnest(lines), chr(13)) as raw from text
+        ),
+        parsed as (
+            select line_no, raw,
+                case when not json_valid(raw) then 'malformed JSON'
+                     when json_type(raw) <> 'OBJECT' then 'not a JSON object' end as parse_error
+            from numbered where trim(raw) <> ''
+        )
+        select line_no, raw, parse_error, {", ".join(extract(f) for f in MESSAGE_FIELDS)}
+        from parsed where parse_error is null
+        union all by name
+        select line_no, raw, parse_error from parsed where parse_error is not null
+        """,
+        [str(path)],
+    )
+
+
+def _stage_tabular(con: duckdb.DuckDBPyConnection, reader: str, path: Path, first_line: int) -> None:
+    """CSV / Parquet: columns named like the Segment keys (camelCase) or the warehouse columns
+    (snake_case), case-insensitively. Nested objects may be structs/maps or JSON text."""
+    con.execute(f"create or replace temp table _input as select * from {reader}", [str(path)])
+    described = {name.lower(): (name, sql_type) for name, sql_type, *_ in con.execute("describe _input").fetchall()}
+
+    def column(f: Field) -> str:
+        for candidate in (f.key.lower(), f.column):
+            if candidate in described:
+                name, sql_type = described[candidate]
+                nested = sql_type.upper().startswith(("STRUCT", "MAP"))
+                return f'{"to_json" if nested else ""}("{name}")::varchar as {f.column}'
+        return f"null::varchar as {f.column}"
+
+    con.execute(
+        f"""
+        create or replace temp table _staged as
+        select row_number() over (order by rowid) + {first_line - 1} as line_no, to_json(_input)::varchar as raw, null::varchar as parse_error,
+               {", ".join(column(f) for f in MESSAGE_FIELDS)}
+        from _input
+        """
+    )
+
+
+def _stage_csv(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    _stage_tabular(con, "read_csv(?, header = true, all_varchar = true)", path, first_line=2)
+
+
+def _stage_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    _stage_tabular(con, "read_parquet(?)", path, first_line=1)
+
+
+# --- validation and typing, shared by every format ---------------------------------------------
+
+
+def _blank(column: str) -> str:
+    return f"({column} is null or trim({column}) = '')"
+
+
+def _error_expression() -> str:
+    types = ", ".join(f"'{t}'" for t in MESSAGE_TYPES)
+    checks = [
+        ("parse_error is not null", "parse_error"),
+        (_blank("type"), "'missing ''type'''"),
+        (f"lower(type) not in ({types})", f"'unknown type ''' || type || ''' (expected one of {', '.join(MESSAGE_TYPES)})'"),
+        (
+            f"lower(type) = 'alias' and ({_blank('previous_id')} or {_blank('user_id')})",
+            "'alias needs both ''previousId'' and ''userId'''",
+        ),
+        (
+            f"lower(type) <> 'alias' and {_blank('user_id')} and {_blank('anonymous_id')}",
+            "'missing both ''userId'' and ''anonymousId'''",
+        ),
+        (f"lower(type) = 'track' and {_blank('event')}", "'track without ''event'''"),
+    ]
+    for f in MESSAGE_FIELDS:
+        if f.is_object:
+            checks.append(
+                (
+                    f"{f.column} is not null and {f.column} <> 'null' "
+                    f"and (not json_valid({f.column}) or json_type({f.column}) <> 'OBJECT')",
+                    f"'''{f.key}'' is not a JSON object'",
+                )
+            )
+    for f in MESSAGE_FIELDS:  # values are checked after structure
+        if f.is_timestamp:
+            checks.append(
+                (
+                    f"{f.column} is not null and try_cast({f.column} as timestamptz) is null",
+                    f"'''{f.key}'' is not a timestamp: ' || {f.column}",
+                )
+            )
+    return "case " + " ".join(f"when {cond} then {reason}" for cond, reason in checks) + " end"
+
+
+def _typed(f: Field) -> str:
+    if f.column == "message_id":
+        return "coalesce(nullif(trim(message_id), ''), 'corral-' || md5(raw))"
+    if f.column == "type":
+        return "lower(type)"
+    if f.column == "received_at":
+        return "coalesce(cast(received_at as timestamptz) at time zone 'UTC', now()::timestamp)"
+    if f.is_timestamp:
+        return f"cast({f.column} as timestamptz) at time zone 'UTC'"
+    if f.is_object:
+        return f"nullif({f.column}, 'null')::json"
+    return f.column
+
+
+def describe(result: LoadResult) -> Iterable[str]:
+    """Human lines for the CLI."""
+    for fr in result.files:
+        if fr.already_loaded_as:
+            yield f"skipped {fr.path} (already loaded as {fr.already_loaded_as})"
+        elif fr.errors:
+            yield f"loaded {fr.rows_loaded:,} rows from {fr.path}; kept {len(fr.errors):,} invalid in raw.load_errors"
+        else:
+            yield f"loaded {fr.rows_loaded:,} rows from {fr.path}"

@@ -1,0 +1,87 @@
+"""The embedded DuckDB warehouse: connection and the `raw` schema the loaders own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from loaders.home import CorralHome
+
+
+@dataclass(frozen=True)
+class Field:
+    """One Segment-spec field of `raw.events`: warehouse column, SQL type, key in the message."""
+
+    column: str
+    sql_type: str
+    key: str
+
+    @property
+    def is_object(self) -> bool:
+        return self.sql_type == "json"
+
+    @property
+    def is_timestamp(self) -> bool:
+        return self.sql_type == "timestamp"
+
+
+MESSAGE_FIELDS: tuple[Field, ...] = (
+    Field("message_id", "varchar", "messageId"),
+    Field("type", "varchar", "type"),
+    Field("user_id", "varchar", "userId"),
+    Field("anonymous_id", "varchar", "anonymousId"),
+    Field("previous_id", "varchar", "previousId"),
+    Field("group_id", "varchar", "groupId"),
+    Field("event", "varchar", "event"),
+    Field("name", "varchar", "name"),
+    Field("category", "varchar", "category"),
+    Field("timestamp", "timestamp", "timestamp"),
+    Field("original_timestamp", "timestamp", "originalTimestamp"),
+    Field("sent_at", "timestamp", "sentAt"),
+    Field("received_at", "timestamp", "receivedAt"),
+    Field("traits", "json", "traits"),
+    Field("properties", "json", "properties"),
+    Field("context", "json", "context"),
+    Field("integrations", "json", "integrations"),
+)
+
+RAW_DDL = f"""
+create schema if not exists raw;
+create table if not exists raw.events (
+    {", ".join(f"{f.column} {f.sql_type}" for f in MESSAGE_FIELDS)},
+    source_id varchar not null,
+    loaded_at timestamp not null,
+    landing_file varchar not null,
+    landing_line bigint not null
+);
+create table if not exists raw.loaded_files (
+    file_sha256 varchar primary key,
+    path varchar not null,
+    bytes bigint not null,
+    source_id varchar not null,
+    rows_loaded bigint not null,
+    rows_rejected bigint not null,
+    loaded_at timestamp not null
+);
+create table if not exists raw.load_errors (
+    file_sha256 varchar not null,
+    path varchar not null,
+    line bigint not null,
+    reason varchar not null,
+    raw varchar,
+    loaded_at timestamp not null
+);
+"""
+
+
+def connect(home: CorralHome, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the home's warehouse (creating it and the `raw` schema when writable), in UTC."""
+    if read_only:
+        con = duckdb.connect(str(home.warehouse), read_only=True)
+    else:
+        home.ensure()
+        con = duckdb.connect(str(home.warehouse))
+        con.execute(RAW_DDL)
+    con.execute("set TimeZone = 'UTC'")
+    return con
