@@ -80,23 +80,9 @@ def run_sync(
         if dry_run:
             result.planned = con.execute(f"select count(*) from {sync.relation}").fetchone()[0]
         else:
-            reader = con.execute(query).fetch_record_batch(destination.capabilities.batch_size)
-            destination.open(sync, reader.schema)
-            for batch in reader:
-                result.planned += batch.num_rows
-                result.sent += batch.num_rows
-                for record in destination.send(batch, key):
-                    if record.ok:
-                        result.succeeded += 1
-                    else:
-                        result.failed += 1
-                        if len(result.errors) < MAX_ERRORS_KEPT:
-                            result.errors.append(f"{record.key}: {record.error}")
-            result.metadata = destination.close(success=result.failed == 0)
+            _send_all(con, query, sync, destination, key, result)
         result.status = "failed" if result.failed else "success"
     except Exception as exc:
-        if not dry_run:
-            destination.close(success=False)
         result.status = "failed"
         result.errors.insert(0, f"{type(exc).__name__}: {exc}")
         raise
@@ -104,6 +90,29 @@ def run_sync(
         result.duration_seconds = time.monotonic() - clock
         _record(con, result, started)
     return result
+
+
+def _send_all(
+    con: duckdb.DuckDBPyConnection, query: str, sync: SyncSpec, destination: Destination, key: str, result: SyncRunResult
+) -> None:
+    reader = con.sql(query).to_arrow_reader(destination.capabilities.batch_size)
+    success = False
+    try:
+        destination.open(sync, reader.schema)
+        for batch in reader:
+            result.planned += batch.num_rows
+            result.sent += batch.num_rows
+            for record in destination.send(batch, key):
+                if record.ok:
+                    result.succeeded += 1
+                else:
+                    result.failed += 1
+                    if len(result.errors) < MAX_ERRORS_KEPT:
+                        result.errors.append(f"{record.key}: {record.error}")
+        success = result.failed == 0
+    finally:
+        reader.close()
+        result.metadata = destination.close(success=success)
 
 
 def _record(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:

@@ -5,7 +5,7 @@
         {{ dbt.current_timestamp() }}
     {%- else -%}
         {%- set text = as_of | string | trim -%}
-        {%- if not modules.re.match('^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$', text) -%}
+        {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?$', text) -%}
             {{ exceptions.raise_compiler_error("var corral_as_of must be an ISO timestamp like '2026-11-01' or '2026-11-01 12:00:00' (UTC), got: " ~ text) }}
         {%- endif -%}
         cast('{{ text | replace("T", " ") }}' as {{ dbt.type_timestamp() }})

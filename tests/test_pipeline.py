@@ -1,0 +1,146 @@
+"""End to end through the `corral` command: files → raw.events → dbt build → audience CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from dagster_defs.cli import main
+from loaders.home import CorralHome
+from loaders.synthetic import DemoSpec, write_ndjson
+
+pytestmark = pytest.mark.slow
+SPEC = DemoSpec(users=150, days=30, seed=3)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralHome]:
+    home = CorralHome(tmp_path_factory.mktemp("pipeline") / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CORRAL_HOME", str(home.root))
+        write_ndjson(SPEC, home.landing / "demo")
+        assert main(["load"]) == 0
+        assert main(["build", "--as-of", SPEC.end.isoformat()]) == 0
+        assert main(["sync"]) == 0
+        yield home
+
+
+def messages(home: CorralHome) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in sorted((home.landing / "demo").glob("*.ndjson")) for line in path.read_text().splitlines()]
+
+
+def parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def query(home: CorralHome, sql: str) -> list[tuple[Any, ...]]:
+    with closing(duckdb.connect(str(home.warehouse), read_only=True)) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_every_line_lands_and_staging_removes_resends(built: CorralHome) -> None:
+    sent = messages(built)
+    assert query(built, "select count(*) from raw.events") == [(len(sent),)]
+    distinct = len({m["messageId"] for m in sent})
+    assert distinct < len(sent), "the demo data must contain SDK resends"
+    assert query(built, "select count(*) from staging.stg_corral__events") == [(distinct,)]
+
+
+def test_event_time_is_corrected_for_clock_skew(built: CorralHome) -> None:
+    expected = {}
+    for m in messages(built):
+        received = parse(m["receivedAt"])
+        expected[m["messageId"]] = received - (parse(m["sentAt"]) - parse(m["originalTimestamp"]))
+    got = dict(query(built, "select message_id, occurred_at from staging.stg_corral__events"))
+    assert got == expected
+
+
+def test_repeat_buyers_match_a_python_reference(built: CorralHome) -> None:
+    # Reference for the thin identity model: an anonymous id belongs to the first user it was
+    # seen with (messages carrying both, or alias), in corrected-time order.
+    unique = {m["messageId"]: m for m in messages(built)}.values()
+
+    def when(m: dict[str, Any]) -> datetime:
+        return parse(m["receivedAt"]) - (parse(m["sentAt"]) - parse(m["originalTimestamp"]))
+
+    first_user: dict[str, tuple[datetime, str, str]] = {}
+    for m in unique:
+        anon = m.get("previousId") if m["type"] == "alias" else m.get("anonymousId")
+        if anon and m.get("userId"):
+            candidate = (when(m), m["messageId"], m["userId"])
+            first_user[anon] = min(first_user.get(anon, candidate), candidate)
+    orders: Counter[tuple[str, str]] = Counter()
+    for m in unique:
+        if m["type"] == "track" and m["event"] == "Order Completed":
+            user = m.get("userId") or (first_user[m["anonymousId"]][2] if m.get("anonymousId") in first_user else None)
+            orders[("user", user) if user else ("anon", m["anonymousId"])] += 1
+    expected_users = {key for (kind, key), n in orders.items() if n >= 2 and kind == "user"}
+    expected_anonymous = sum(1 for (kind, _), n in orders.items() if n >= 2 and kind == "anon")
+    rows = query(built, "select user_id from audiences.repeat_buyers")
+    assert {u for (u,) in rows if u} == expected_users
+    assert sum(1 for (u,) in rows if u is None) == expected_anonymous
+    assert expected_users, "the demo data must contain repeat buyers"
+
+
+def test_audience_csv_is_the_audience(built: CorralHome) -> None:
+    with (built.exports / "repeat_buyers.csv").open(newline="") as fh:
+        exported = list(csv.DictReader(fh))
+    assert list(exported[0]) == ["profile_id", "user_id", "email", "order_count", "total_revenue"]
+    table = query(built, "select profile_id, order_count from audiences.repeat_buyers")
+    assert sorted((r["profile_id"], int(r["order_count"])) for r in exported) == sorted(table)
+    assert (built.exports / "cart_abandoners.csv").exists()
+
+
+def test_cart_abandoners_are_within_the_window(built: CorralHome) -> None:
+    rows = query(built, "select last_checkout_at, email from audiences.cart_abandoners")
+    assert all(SPEC.end - timedelta(days=7) < at <= SPEC.end and email for at, email in rows)
+
+
+def test_second_load_loads_nothing_and_status_reports(built: CorralHome, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_HOME", str(built.root))
+    capsys.readouterr()
+    assert main(["load"]) == 0
+    assert "0 rows loaded" in capsys.readouterr().out
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    profiles = query(built, "select count(*) from marts.profiles")[0][0]
+    assert re.search(rf"^  profiles +{profiles:,}$", out, re.MULTILINE)
+    assert "sync repeat_buyers_to_file" in out and "success" in out
+
+
+def test_dry_run_and_unknown_sync(built: CorralHome, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_HOME", str(built.root))
+    size = query(built, "select count(*) from audiences.repeat_buyers")[0][0]
+    assert main(["sync", "repeat_buyers_to_file", "--dry-run"]) == 0
+    assert f"would send {size:,} rows" in capsys.readouterr().out
+    assert main(["sync", "nope"]) == 1
+    assert "no sync named 'nope'" in capsys.readouterr().err
+
+
+def test_homes_are_independent(home: CorralHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = CorralHome(tmp_path / "other")
+    data = tmp_path / "one.ndjson"
+    data.write_text(json.dumps({"type": "track", "event": "E", "userId": "u"}) + "\n")
+    assert main(["load", str(data)]) == 0
+    monkeypatch.setenv("CORRAL_HOME", str(other.root))
+    assert main(["load", str(data)]) == 0  # loads again: a different home
+    for h in (home, other):
+        assert query(h, "select count(*) from raw.events") == [(1,)]
+
+
+@pytest.mark.parametrize("command", ["demo", "load", "build", "sync", "status"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: corral {command}" in capsys.readouterr().out
