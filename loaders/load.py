@@ -173,29 +173,41 @@ def _load_one(con: duckdb.DuckDBPyConnection, fr: FileResult, source_id: str, sk
 
 
 def _stage_ndjson(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    def extract(f: Field) -> str:
-        fn = "json_extract" if f.is_object else "json_extract_string"
-        return f"{fn}(raw, '$.\"{f.key}\"')::varchar as {f.column}"
+    # One multi-path extraction per kind parses each line once (3x faster than one per field).
+    scalars = [f for f in MESSAGE_FIELDS if not f.is_object]
+    objects = [f for f in MESSAGE_FIELDS if f.is_object]
 
+    def paths(fields: list[Field]) -> str:
+        return "[" + ", ".join(f"'$.\"{f.key}\"'" for f in fields) + "]"
+
+    columns = [f"s[{i}] as {f.column}" for i, f in enumerate(scalars, start=1)]
+    columns += [f"o[{i}]::varchar as {f.column}" for i, f in enumerate(objects, start=1)]
     con.execute(
-        f"""
-        create or replace temp table _staged as
+        """
+        create or replace temp table _lines as
         with text as (select string_split(content, chr(10)) as lines from read_text(?)),
         numbered as (
             select generate_subscripts(lines, 1) as line_no, rtrim(unnest(lines), chr(13)) as raw from text
-        ),
-        parsed as (
-            select line_no, raw,
-                case when not json_valid(raw) then 'malformed JSON'
-                     when json_type(raw) <> 'OBJECT' then 'not a JSON object' end as parse_error
-            from numbered where trim(raw) <> ''
         )
-        select line_no, raw, parse_error, {", ".join(extract(f) for f in MESSAGE_FIELDS)}
-        from parsed where parse_error is null
-        union all by name
-        select line_no, raw, parse_error from parsed where parse_error is not null
+        select line_no, raw,
+            case when not json_valid(raw) then 'malformed JSON'
+                 when json_type(raw) <> 'OBJECT' then 'not a JSON object' end as parse_error
+        from numbered where trim(raw) <> ''
         """,
         [str(path)],
+    )
+    con.execute(
+        f"""
+        create or replace temp table _staged as
+        select line_no, raw, parse_error, {", ".join(columns)}
+        from (
+            select line_no, raw, parse_error,
+                json_extract_string(raw, {paths(scalars)}) as s, json_extract(raw, {paths(objects)}) as o
+            from _lines where parse_error is null
+        )
+        union all by name
+        select line_no, raw, parse_error from _lines where parse_error is not null
+        """
     )
 
 
