@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export CORRAL_HOME ?= $(CURDIR)/.corral
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install demo test dev bench clean
 

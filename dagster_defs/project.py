@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,10 +22,13 @@ def dbt_executable() -> str:
 
 def corral_dbt_project() -> DbtProject:
     """The dbt project with its manifest ready: parsed when missing (a fresh clone) or when
-    running under `dagster dev` (so edits to models show up on reload)."""
+    running under `dagster dev` (so edits to models show up on reload). Parsing uses the dbt
+    beside this Python, whatever PATH says."""
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=REPO_ROOT)
-    if project.manifest_path.exists():
-        project.prepare_if_dev()
-    else:
-        project.preparer.prepare(project)
+    if not project.manifest_path.exists() or os.environ.get("DAGSTER_IS_DEV_CLI"):
+        subprocess.run(
+            [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(REPO_ROOT)],
+            check=True,
+            cwd=REPO_ROOT,
+        )
     return project

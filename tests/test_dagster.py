@@ -55,3 +55,16 @@ def test_materializes_every_asset_in_process(home: CorralHome) -> None:
     assert (home.exports / "repeat_buyers.csv").read_text().startswith('"profile_id"')
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
+
+
+@pytest.mark.slow
+def test_dev_mode_reparses_without_dbt_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dagster dev` re-parses the dbt project on load; it must find the venv's dbt even when
+    PATH does not (as when the UI is started as .venv/bin/dagster)."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    manifest = REPO_ROOT / "dbt_project" / "target" / "manifest.json"
+    before = manifest.stat().st_mtime_ns if manifest.exists() else 0
+    defs = build_definitions()
+    assert manifest.stat().st_mtime_ns > before
+    assert AssetKey(["syncs", "repeat_buyers_to_file"]) in defs.resolve_asset_graph().get_all_asset_keys()
