@@ -38,6 +38,31 @@ def cmd_load(args: argparse.Namespace, home: CorralHome) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace, home: CorralHome) -> int:
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from loaders.collector import CollectorConfig
+
+    config = CollectorConfig.from_env()  # refuse to start on bad keys or webhook mappings
+    sources = sorted(set(config.write_keys.values()))
+    say(f"collector on http://{args.host}:{args.port} for source(s) {', '.join(sources)}; landing in {home.landing}")
+    log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "corral": {"handlers": ["default"], "level": "INFO"}}}
+    uvicorn.run(
+        "loaders.collector:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=log_config,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
 def cmd_build(args: argparse.Namespace, home: CorralHome) -> int:
     dbt_vars = {"corral_as_of": args.as_of} if args.as_of else None
     run_dbt(home, ["build", *(["--select", *args.select] if args.select else [])], dbt_vars=dbt_vars, echo=say)
@@ -125,6 +150,18 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--skip-invalid", action="store_true", help="load the valid rows; keep invalid ones in raw.load_errors")
     load.set_defaults(run=cmd_load)
 
+    collect = commands.add_parser(
+        "collect",
+        help="run the Segment/RudderStack-compatible collector (HTTP tracking API)",
+        description="Serve the tracking API: /v1/{identify,track,page,screen,group,alias,batch} (and "
+        "analytics.js's /v1/{i,t,p,s,g,a,b}), /v1/webhook/NAME, /health, /metrics. Write keys from "
+        "CORRAL_WRITE_KEYS=source:key,...; accepted messages land durably in $CORRAL_HOME/landing/<source>/.",
+    )
+    collect.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    collect.add_argument("--port", type=int, default=8088, help="port (default 8088)")
+    collect.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    collect.set_defaults(run=cmd_collect)
+
     build = commands.add_parser("build", help="dbt build: every model and its tests on the warehouse")
     build.add_argument("--select", nargs="+", help="dbt node selection (default: everything)")
     build.add_argument("--as-of", help="reproducible 'now' for windows, e.g. 2026-11-01 (default: the build time)")
@@ -147,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["CORRAL_HOME"] = str(home.root)  # children (dbt) see the same home, resolved
     try:
         return args.run(args, home)
-    except (LoadError, SyncConfigError, DbtFailed, ValueError, FileNotFoundError) as exc:
+    except (LoadError, SyncConfigError, DbtFailed, ValueError, FileNotFoundError) as exc:  # config errors are ValueErrors
         print(f"corral {args.command}: {exc}", file=sys.stderr)
         return 1
 

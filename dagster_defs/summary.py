@@ -21,6 +21,7 @@ def summarize(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     rows = [
         ("files loaded", show(_count(con, "select count(*) from raw.loaded_files"))),
         ("events loaded (raw)", show(_count(con, "select count(*) from raw.events"))),
+        ("resent messages skipped", show(_count(con, "select sum(rows_duplicate) from raw.loaded_files"))),
         ("rows kept aside as invalid", show(_count(con, "select count(*) from raw.load_errors"))),
         ("events (deduplicated)", show(_count(con, "select count(*) from marts.profile_events"))),
         ("profiles", show(_count(con, "select count(*) from marts.profiles"))),

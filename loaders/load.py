@@ -2,7 +2,8 @@
 
 Every file is read by DuckDB in one pass (never row by row), normalized into one staging
 table, validated in SQL, and inserted with its ledger row in the same transaction. A file is
-identified by the SHA-256 of its bytes, so loading it again (under any name) loads nothing.
+identified by the SHA-256 of its bytes, so loading it again (under any name) loads nothing,
+and each message id lands once: a resent message (an SDK retry) is counted, not loaded.
 
 By default a command is all or nothing: if any line of any file is invalid, nothing is loaded
 and the error names each file and line. With `skip_invalid`, valid rows land and each invalid
@@ -23,6 +24,8 @@ from loaders.warehouse import MESSAGE_FIELDS, Field
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 FORMATS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv", ".parquet": "parquet"}
 MAX_ERRORS_SHOWN = 20
+# The sender's messageId, or a hash of the message when it gave none (so a resend dedups too).
+MESSAGE_ID_SQL = "coalesce(nullif(trim(message_id), ''), 'corral-' || md5(raw))"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class FileResult:
     path: Path
     sha256: str
     rows_loaded: int = 0
+    duplicates: int = 0
     errors: list[LineError] = field(default_factory=list)
     already_loaded_as: str | None = None
 
@@ -86,10 +90,15 @@ def file_format(path: Path) -> str:
 
 
 def sealed_segments(landing: Path) -> list[Path]:
-    """Landing files that are complete (writers use a `.open` suffix until they seal)."""
+    """Landing files that are complete (writers use a `.open` suffix until they seal), except
+    those under folders starting with `_` (rejected messages are kept in `_rejected/`)."""
     if not landing.exists():
         return []
-    return sorted(p for p in landing.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+    return sorted(
+        p
+        for p in landing.rglob("*")
+        if p.is_file() and p.suffix.lower() in FORMATS and not any(part.startswith("_") for part in p.relative_to(landing).parts)
+    )
 
 
 def load_files(
@@ -146,16 +155,25 @@ def _load_one(con: duckdb.DuckDBPyConnection, fr: FileResult, source_id: str, sk
     ]
     if fr.errors and not skip_invalid:
         return
+    # Exactly once per message id: a resent message (an SDK retry, a file exported twice) is
+    # skipped whether its first copy is in this file or loaded before.
     columns = ", ".join(f.column for f in MESSAGE_FIELDS)
-    con.execute(
+    values = ", ".join("final_id" if f.column == "message_id" else _typed(f) for f in MESSAGE_FIELDS)
+    fr.rows_loaded = con.execute(
         f"""
         insert into raw.events ({columns}, source_id, loaded_at, landing_file, landing_line)
-        select {", ".join(_typed(f) for f in MESSAGE_FIELDS)}, ?, now()::timestamp, ?, line_no
-        from _checked where error is null order by line_no
+        select {values}, ?, now()::timestamp, ?, line_no
+        from (
+            select *, row_number() over (partition by final_id order by line_no) as copy_number
+            from (select *, {MESSAGE_ID_SQL} as final_id from _checked where error is null)
+        ) candidates
+        where copy_number = 1
+            and not exists (select 1 from raw.events loaded where loaded.message_id = candidates.final_id)
+        order by line_no
         """,
         [source_id, str(fr.path)],
-    )
-    fr.rows_loaded = con.execute("select count(*) from _checked where error is null").fetchone()[0]
+    ).fetchone()[0]
+    fr.duplicates = con.execute("select count(*) from _checked where error is null").fetchone()[0] - fr.rows_loaded
     con.execute(
         """
         insert into raw.load_errors (file_sha256, path, line, reason, raw, loaded_at)
@@ -164,8 +182,8 @@ def _load_one(con: duckdb.DuckDBPyConnection, fr: FileResult, source_id: str, sk
         [fr.sha256, str(fr.path)],
     )
     con.execute(
-        "insert into raw.loaded_files values (?, ?, ?, ?, ?, ?, now()::timestamp)",
-        [fr.sha256, str(fr.path), fr.path.stat().st_size, source_id, fr.rows_loaded, len(fr.errors)],
+        "insert into raw.loaded_files values (?, ?, ?, ?, ?, ?, ?, now()::timestamp)",
+        [fr.sha256, str(fr.path), fr.path.stat().st_size, source_id, fr.rows_loaded, fr.duplicates, len(fr.errors)],
     )
 
 
@@ -288,7 +306,7 @@ def _error_expression() -> str:
 
 def _typed(f: Field) -> str:
     if f.column == "message_id":
-        return "coalesce(nullif(trim(message_id), ''), 'corral-' || md5(raw))"
+        return MESSAGE_ID_SQL
     if f.column == "type":
         return "lower(type)"
     if f.column == "received_at":
@@ -305,7 +323,7 @@ def describe(result: LoadResult) -> Iterable[str]:
     for fr in result.files:
         if fr.already_loaded_as:
             yield f"skipped {fr.path} (already loaded as {fr.already_loaded_as})"
-        elif fr.errors:
-            yield f"loaded {fr.rows_loaded:,} rows from {fr.path}; kept {len(fr.errors):,} invalid in raw.load_errors"
         else:
-            yield f"loaded {fr.rows_loaded:,} rows from {fr.path}"
+            notes = [f"skipped {fr.duplicates:,} already-loaded message id(s)"] if fr.duplicates else []
+            notes += [f"kept {len(fr.errors):,} invalid in raw.load_errors"] if fr.errors else []
+            yield f"loaded {fr.rows_loaded:,} rows from {fr.path}" + (f" ({'; '.join(notes)})" if notes else "")

@@ -61,6 +61,7 @@ create table if not exists raw.loaded_files (
     bytes bigint not null,
     source_id varchar not null,
     rows_loaded bigint not null,
+    rows_duplicate bigint not null,
     rows_rejected bigint not null,
     loaded_at timestamp not null
 );

@@ -20,6 +20,7 @@ from conftest import message, write_ndjson
 from dagster_defs.cli import main
 from loaders.home import CorralHome
 from loaders.load import LoadError, load_files, load_landing
+from loaders.messages import MESSAGE_TYPES, validation_error
 from loaders.warehouse import connect
 
 
@@ -75,10 +76,11 @@ def test_message_without_id_gets_a_deterministic_one(home: CorralHome, tmp_path:
     a = write_ndjson(tmp_path / "a.ndjson", [message()])
     b = write_ndjson(tmp_path / "b.ndjson", [message(), message(anonymousId="anon-2")])
     with closing(connect(home)) as con:
-        load_files(con, [a, b])
+        load_files(con, [a])
+        result = load_files(con, [b])
         ids = [r[0] for r in con.execute("select message_id from raw.events order by landing_file, landing_line").fetchall()]
-    assert ids[0] == ids[1] != ids[2]  # same content, same id: staging will dedup the resend
-    assert all(i.startswith("corral-") for i in ids)
+    assert (result.rows_loaded, result.files[0].duplicates) == (1, 1)  # same content, same id: a resend
+    assert len(set(ids)) == 2 and all(i.startswith("corral-") for i in ids)
 
 
 BAD_LINES = [
@@ -159,7 +161,7 @@ def test_csv_and_parquet_load_the_same_as_ndjson(home: CorralHome, tmp_path: Pat
     )
     results = {}
     for source, path in (("ndjson", ndjson), ("csv", csv), ("parquet", parquet)):
-        with closing(connect(home)) as con:
+        with closing(connect(CorralHome(home.root / source))) as con:
             load_files(con, [path], source_id=source)
             results[source] = con.execute(query, [source]).fetchall()
     assert len(results["ndjson"]) == 2
@@ -208,47 +210,18 @@ def test_cli_load_reports_errors_and_exits_nonzero(home: CorralHome, tmp_path: P
     assert "loaded 1 rows" in out and "skipped" in out
 
 
-# --- property: the SQL validation agrees with a plain Python reference -----------------------
+# --- property: the bulk SQL validation agrees with the collector's Python rules ----------------
 
-TYPES = ["identify", "track", "page", "screen", "group", "alias"]
 ABSENT = object()
-ids = st.sampled_from([ABSENT, None, "", "  ", "u1", 7])
+ids = st.sampled_from([ABSENT, None, "", "  ", "u1", 7, True])
 objects = st.sampled_from([ABSENT, None, {}, {"a": 1}, [1], "text", 3])
-stamps = st.sampled_from([ABSENT, None, "2026-10-01T10:00:00Z", "2026-10-01 10:00:00+01:00", "soon"])
-
-
-def _blank(value: Any) -> bool:
-    return value is ABSENT or value is None or (isinstance(value, str) and value.strip() == "")
-
-
-def reference_error(m: dict[str, Any]) -> str | None:
-    """What the loader must say about message `m` (the Segment spec's rules, in order)."""
-    get = lambda key: m.get(key, ABSENT)  # noqa: E731
-    kind = get("type")
-    if _blank(kind):
-        return "missing 'type'"
-    if str(kind).lower() not in TYPES:
-        return f"unknown type '{kind}'"
-    kind = str(kind).lower()
-    if kind == "alias" and (_blank(get("previousId")) or _blank(get("userId"))):
-        return "alias needs both 'previousId' and 'userId'"
-    if kind != "alias" and _blank(get("userId")) and _blank(get("anonymousId")):
-        return "missing both 'userId' and 'anonymousId'"
-    if kind == "track" and _blank(get("event")):
-        return "track without 'event'"
-    for key in ("traits", "properties", "context", "integrations"):
-        if get(key) is not ABSENT and get(key) is not None and not isinstance(get(key), dict):
-            return f"'{key}' is not a JSON object"
-    for key in ("timestamp", "originalTimestamp", "sentAt", "receivedAt"):
-        if isinstance(get(key), str) and get(key) == "soon":
-            return f"'{key}' is not a timestamp: soon"
-    return None
+stamps = st.sampled_from([ABSENT, None, "2026-10-01T10:00:00Z", "2026-10-01 10:00:00+01:00", "2026-10-01", "soon", 5])
 
 
 @st.composite
 def messages(draw: st.DrawFn) -> dict[str, Any]:
     m = {
-        "type": draw(st.sampled_from([ABSENT, None, "", "Track", "nope", *TYPES])),
+        "type": draw(st.sampled_from([ABSENT, None, "", "Track", "nope", 1, *MESSAGE_TYPES])),
         "userId": draw(ids),
         "anonymousId": draw(ids),
         "previousId": draw(ids),
@@ -264,15 +237,26 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(messages(), min_size=1, max_size=40))
-def test_validation_matches_the_reference(batch: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_bulk_validation_matches_the_collectors_rules(batch: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> None:
     work = tmp_path_factory.mktemp("prop")
     path = write_ndjson(work / "batch.ndjson", batch)
-    expected = {i: reference_error(m) for i, m in enumerate(batch, start=1)}
+    expected = {i: validation_error(m) for i, m in enumerate(batch, start=1)}
     with closing(connect(CorralHome(work / "home"))) as con:
         result = load_files(con, [path], skip_invalid=True)
         loaded = {line for (line,) in con.execute("select landing_line from raw.events").fetchall()}
     got = {e.line: e.reason for e in result.errors}
-    assert {line: reason.split(" (expected")[0] for line, reason in got.items()} == {
-        line: reason for line, reason in expected.items() if reason
-    }
+    assert got == {line: reason for line, reason in expected.items() if reason}
     assert loaded == {line for line, reason in expected.items() if reason is None}
+
+
+def test_each_message_id_lands_once_across_files_and_within_one(home: CorralHome, tmp_path: Path) -> None:
+    first = write_ndjson(tmp_path / "first.ndjson", [message(messageId="a"), message(messageId="b"), message(messageId="a")])
+    retry = write_ndjson(tmp_path / "retry.ndjson", [message(messageId="b", event="Resent"), message(messageId="c")])
+    with closing(connect(home)) as con:
+        one = load_files(con, [first])
+        two = load_files(con, [retry])
+        rows = con.execute("select message_id, event, landing_line from raw.events order by message_id").fetchall()
+        ledger = con.execute("select rows_loaded, rows_duplicate from raw.loaded_files order by path").fetchall()
+    assert (one.rows_loaded, one.files[0].duplicates, two.rows_loaded, two.files[0].duplicates) == (2, 1, 1, 1)
+    assert rows == [("a", "Product Viewed", 1), ("b", "Product Viewed", 2), ("c", "Product Viewed", 2)]
+    assert ledger == [(2, 1), (1, 1)]

@@ -48,11 +48,12 @@ def query(home: CorralHome, sql: str) -> list[tuple[Any, ...]]:
         return con.execute(sql).fetchall()
 
 
-def test_every_line_lands_and_staging_removes_resends(built: CorralHome) -> None:
+def test_every_message_lands_once_and_resends_are_counted(built: CorralHome) -> None:
     sent = messages(built)
-    assert query(built, "select count(*) from raw.events") == [(len(sent),)]
     distinct = len({m["messageId"] for m in sent})
     assert distinct < len(sent), "the demo data must contain SDK resends"
+    assert query(built, "select count(*), count(distinct message_id) from raw.events") == [(distinct, distinct)]
+    assert query(built, "select sum(rows_duplicate) from raw.loaded_files") == [(len(sent) - distinct,)]
     assert query(built, "select count(*) from staging.stg_corral__events") == [(distinct,)]
 
 

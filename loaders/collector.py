@@ -1,0 +1,310 @@
+"""The collector: a Segment- and RudderStack-compatible Tracking API (an ASGI app).
+
+Existing SDKs work by changing only their host. Every accepted message is appended to a landing
+segment and fsync'd before the 200 goes out (loaders/landing.py); the collector never opens the
+warehouse. Invalid messages are kept, with their reason, under `landing/_rejected/`.
+
+Routes: POST /v1/{identify,track,page,screen,group,alias,batch} and analytics.js's /v1/{i,t,p,s,
+g,a,b}; POST /v1/webhook/{name} (loaders/webhooks.py); GET /health; GET /metrics (Prometheus).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import os
+import re
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from loaders.home import CorralHome
+from loaders.landing import LandingWriter
+from loaders.messages import MESSAGE_TYPES, SHORT_TYPES, enrich, iso, validation_error
+from loaders.webhooks import DEFAULT_PATH, WebhookMapping, load_webhook_mappings
+
+log = logging.getLogger("corral.collector")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_MESSAGES = 2500
+MAX_ERRORS_SHOWN = 20
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+CORS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET, OPTIONS"),
+    (b"access-control-allow-headers", b"content-type, authorization, content-encoding"),
+]
+
+
+class CollectorConfigError(ValueError):
+    pass
+
+
+class Refused(Exception):
+    """A request answered with an error status and `{"code", "message"}`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def parse_write_keys(text: str | None) -> dict[str, str]:
+    """`source:key,source:key` → {key: source}. Refuses an empty or malformed setting."""
+    if not text or not text.strip():
+        raise CollectorConfigError("CORRAL_WRITE_KEYS is empty: set it to source:key[,source:key...]; the collector will not run open")
+    keys: dict[str, str] = {}
+    for number, item in enumerate(text.split(","), start=1):
+        source, _, key = item.strip().partition(":")
+        if not source or not key:
+            raise CollectorConfigError(f"CORRAL_WRITE_KEYS item {number} is not source:key")
+        if not SOURCE_NAME.match(source):
+            raise CollectorConfigError(f"CORRAL_WRITE_KEYS item {number}: source {source!r} must be lower-case letters, digits, '_' or '-'")
+        if key in keys:
+            raise CollectorConfigError(f"CORRAL_WRITE_KEYS item {number}: the same key is given to two sources")
+        keys[key] = source
+    return keys
+
+
+@dataclass
+class CollectorConfig:
+    home: CorralHome
+    write_keys: dict[str, str]
+    webhooks: dict[str, WebhookMapping] = field(default_factory=dict)
+    segment_max_bytes: int = 64 << 20
+    segment_max_age_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls, environ: MutableMapping[str, str] | None = None) -> "CollectorConfig":
+        env = os.environ if environ is None else environ
+        return cls(
+            home=CorralHome.from_env(dict(env)),
+            write_keys=parse_write_keys(env.get("CORRAL_WRITE_KEYS")),
+            webhooks=load_webhook_mappings(Path(env.get("CORRAL_WEBHOOKS") or DEFAULT_PATH)),
+            segment_max_bytes=int(env.get("CORRAL_SEGMENT_MAX_BYTES") or 64 << 20),
+            segment_max_age_seconds=float(env.get("CORRAL_SEGMENT_MAX_AGE_SECONDS") or 60.0),
+        )
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.writer = LandingWriter(config.home.landing, config.segment_max_bytes, config.segment_max_age_seconds)
+        self.counts: Counter[str] = Counter()
+
+    # --- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await self.writer.start()
+                log.info("collecting into %s for sources %s", self.config.home.landing, sorted(set(self.config.write_keys.values())))
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await self.writer.stop()
+                log.info("stopped: %s", dict(self.counts))
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"].rstrip("/")
+        try:
+            if method == "OPTIONS":
+                await self._respond(send, 204, b"")
+            elif method == "GET" and path == "/health":
+                await self._respond(send, 200, b'{"status":"ok"}')
+            elif method == "GET" and path == "/metrics":
+                await self._respond(send, 200, self._metrics(), content_type=b"text/plain; version=0.0.4")
+            elif method == "POST" and path.startswith("/v1/"):
+                self.counts["requests"] += 1
+                status, body = await self._post(scope, receive, path[4:])
+                await self._respond(send, status, body)
+            else:
+                raise Refused(404, "not_found", f"no route {method} {path or '/'}")
+        except Refused as refused:
+            self.counts[f"refused_{refused.code}"] += 1
+            await self._respond(send, refused.status, orjson.dumps({"code": refused.code, "message": refused.message}))
+        except OSError:
+            log.exception("could not make messages durable")
+            self.counts["refused_unavailable"] += 1
+            body = orjson.dumps({"code": "unavailable", "message": "could not write to landing; retry"})
+            await self._respond(send, 503, body)
+
+    async def _respond(self, send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *CORS]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # --- tracking API -----------------------------------------------------------------------
+
+    async def _post(self, scope: Scope, receive: Receive, route: str) -> tuple[int, bytes]:
+        kind = SHORT_TYPES.get(route, route)
+        webhook = None
+        if route.startswith("webhook/"):
+            name = route.removeprefix("webhook/")
+            webhook = self.config.webhooks.get(name)
+            if webhook is None:
+                raise Refused(404, "not_found", f"no webhook mapping named {name!r} (known: {', '.join(sorted(self.config.webhooks)) or 'none'})")
+        elif kind not in (*MESSAGE_TYPES, "batch", "b"):
+            raise Refused(404, "not_found", f"no route POST /v1/{route}")
+        single = webhook is None and kind != "batch" and kind != "b"
+        limit = MAX_MESSAGE_BYTES if single else MAX_BATCH_BYTES
+        headers = dict(scope["headers"])
+        body = await read_body(receive, headers, limit)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Refused(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        source = self._authenticate(headers, payload, scope.get("query_string", b""))
+        received_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        if webhook is not None:
+            items, shared = webhook.messages(payload), {}
+        elif single:
+            if isinstance(payload, dict):
+                payload.setdefault("type", kind)
+            items, shared = [payload], {}
+        else:
+            if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
+                raise Refused(400, "invalid_batch", "a batch body is an object with a 'batch' list of messages")
+            items, shared = payload["batch"], payload
+            if len(items) > MAX_BATCH_MESSAGES:
+                raise Refused(400, "too_many_messages", f"{len(items)} messages in one batch; the limit is {MAX_BATCH_MESSAGES}")
+            if len(body) > MAX_MESSAGE_BYTES:
+                for index, item in enumerate(items):
+                    if len(orjson.dumps(item)) > MAX_MESSAGE_BYTES:
+                        raise Refused(400, "message_too_large", f"message {index} is over the {MAX_MESSAGE_BYTES // 1024} KB limit per message")
+        accepted, rejected, errors = self._prepare(items, shared, kind if single else None, source, received_at)
+        await self.writer.append(self.writer.directory(source), b"".join(accepted))
+        await self.writer.append(self.writer.directory(source, rejected=True), b"".join(rejected))
+        self.counts["accepted"] += len(accepted)
+        self.counts["rejected"] += len(rejected)
+        if single and errors:
+            return 400, orjson.dumps({"code": "invalid_message", "message": errors[0]["reason"]})
+        result: dict[str, Any] = {"success": True, "accepted": len(accepted), "rejected": len(rejected)}
+        if errors:
+            result["errors"] = errors[:MAX_ERRORS_SHOWN]
+        return 200, orjson.dumps(result)
+
+    def _authenticate(self, headers: dict[bytes, bytes], payload: Any, query_string: bytes) -> str:
+        given = None
+        authorization = headers.get(b"authorization", b"")
+        if authorization[:6].lower() == b"basic ":
+            try:
+                given = base64.b64decode(authorization[6:].strip(), validate=True).decode().partition(":")[0]
+            except (ValueError, UnicodeDecodeError):
+                raise Refused(401, "unauthorized", "malformed Basic authorization header") from None
+        if not given and isinstance(payload, dict) and isinstance(payload.get("writeKey"), str):
+            given = payload["writeKey"]
+        if not given:
+            given = (parse_qs(query_string.decode("latin-1")).get("writeKey") or [None])[0]
+        if not given:
+            raise Refused(401, "unauthorized", "no write key: send it as the Basic-auth user name or as 'writeKey' in the body")
+        source = None
+        for key, candidate in self.config.write_keys.items():  # every key compared, in constant time
+            if hmac.compare_digest(key.encode(), given.encode()):
+                source = candidate
+        if source is None:
+            raise Refused(401, "unauthorized", "unknown write key")
+        return source
+
+    def _prepare(
+        self, items: list[Any], shared: dict[str, Any], endpoint_type: str | None, source: str, received_at: datetime
+    ) -> tuple[list[bytes], list[bytes], list[dict[str, Any]]]:
+        received_iso = iso(received_at)
+        batch_context, batch_integrations = shared.get("context"), shared.get("integrations")
+        batch_sent_at = shared.get("sentAt")
+        accepted, rejected, errors = [], [], []
+        for index, item in enumerate(items):
+            if isinstance(item, dict):  # a batch's context/integrations apply to each item
+                item.pop("writeKey", None)
+                if isinstance(batch_context, dict):
+                    own = item.get("context")
+                    item["context"] = {**batch_context, **own} if isinstance(own, dict) else own or batch_context
+                if isinstance(batch_integrations, dict) and "integrations" not in item:
+                    item["integrations"] = batch_integrations
+            reason = validation_error(item)
+            if reason is None and endpoint_type is not None and str(item["type"]).lower() != endpoint_type:
+                reason = f"type '{item['type']}' posted to /v1/{endpoint_type}"
+            if reason is None:
+                enrich(item, received_at, received_iso, batch_sent_at)
+                accepted.append(orjson.dumps(item) + b"\n")
+            else:
+                errors.append({"index": index, "reason": reason})
+                record = {"reason": reason, "receivedAt": received_iso, "sourceId": source, "message": item}
+                rejected.append(orjson.dumps(record, default=str) + b"\n")
+        return accepted, rejected, errors
+
+    def _metrics(self) -> bytes:
+        lines = [
+            "# HELP corral_collector_messages_total Messages by outcome.",
+            "# TYPE corral_collector_messages_total counter",
+            f'corral_collector_messages_total{{outcome="accepted"}} {self.counts["accepted"]}',
+            f'corral_collector_messages_total{{outcome="rejected"}} {self.counts["rejected"]}',
+            "# HELP corral_collector_requests_total POST requests, and those refused by code.",
+            "# TYPE corral_collector_requests_total counter",
+            f'corral_collector_requests_total{{outcome="all"}} {self.counts["requests"]}',
+        ]
+        for key in sorted(k for k in self.counts if k.startswith("refused_")):
+            lines.append(f'corral_collector_requests_total{{outcome="{key}"}} {self.counts[key]}')
+        lines.append(f"corral_collector_sealed_segments_total {len(self.writer.sealed)}")
+        return ("\n".join(lines) + "\n").encode()
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The request body, inflated if gzip'd, refused past `limit` bytes without reading (or
+    inflating) more than the limit allows."""
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Refused(400, "body_too_large", f"body of {int(declared)} bytes is over the {limit // 1024} KB limit for this endpoint")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Refused(400, "incomplete_body", "client went away mid-body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise Refused(400, "body_too_large", f"body is over the {limit // 1024} KB limit for this endpoint")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    encoding = headers.get(b"content-encoding", b"").strip().lower()
+    if encoding in (b"", b"identity"):
+        return body
+    if encoding != b"gzip":
+        raise Refused(415, "unsupported_encoding", f"Content-Encoding {encoding.decode(errors='replace')!r}; use gzip or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise Refused(400, "invalid_gzip", f"body is not valid gzip: {exc}") from None
+    if len(inflated) > limit:
+        raise Refused(400, "body_too_large", f"gzip body inflates past the {limit // 1024} KB limit for this endpoint")
+    if not inflater.eof:
+        raise Refused(400, "invalid_gzip", "gzip body is truncated")
+    return inflated
+
+
+def create_app() -> Collector:
+    """uvicorn factory: configuration from the environment."""
+    return Collector(CollectorConfig.from_env())

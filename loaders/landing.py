@@ -1,0 +1,218 @@
+"""Landing segments: append-only NDJSON files the collector makes durable before it answers.
+
+A writer appends to `landing/<source>/<stamp>-<pid>-<seq>.ndjson.open` (rejected messages to
+`landing/_rejected/<source>/...`), holding an exclusive flock on each open file. Appends from
+concurrent requests are group-committed: one write and one fsync per file per round, and every
+request in the round is acknowledged only after that fsync. A segment is sealed (renamed without
+`.open`, directory fsync'd) when it reaches `max_bytes` or `max_age_seconds`, or when the writer
+stops. Only sealed segments are loaded.
+
+After a crash, `recover_orphans` seals `.open` files no live writer holds: it cuts a torn last
+line (it was never acknowledged) and keeps every complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+log = logging.getLogger("corral.landing")
+
+OPEN_SUFFIX = ".open"
+REJECTED_DIR = "_rejected"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Segment:
+    path: Path
+    fd: int
+    opened_at: float
+    size: int = 0
+
+    def seal(self) -> Path | None:
+        """Close and rename to the sealed name (deleting it if empty); returns the sealed path."""
+        os.fsync(self.fd)
+        os.close(self.fd)  # releases the flock
+        if self.size == 0:
+            self.path.unlink(missing_ok=True)
+            fsync_dir(self.path.parent)
+            return None
+        sealed = self.path.with_name(self.path.name.removesuffix(OPEN_SUFFIX))
+        os.rename(self.path, sealed)
+        fsync_dir(sealed.parent)
+        return sealed
+
+
+@dataclass
+class _Round:
+    chunks: dict[Path, list[bytes]] = field(default_factory=dict)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+class LandingWriter:
+    """Group-committing appender; use from one asyncio loop: `await start()`, `await
+    append(...)` from request handlers, `await stop()` to seal everything."""
+
+    def __init__(self, landing: Path, max_bytes: int = 64 << 20, max_age_seconds: float = 60.0) -> None:
+        self.landing = landing
+        self.max_bytes = max_bytes
+        self.max_age_seconds = max_age_seconds
+        self._segments: dict[Path, _Segment] = {}
+        self._round = _Round()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sequence = 0
+        self._stopping = False
+        self.sealed: list[Path] = []
+
+    def directory(self, source: str, rejected: bool = False) -> Path:
+        return self.landing / REJECTED_DIR / source if rejected else self.landing / source
+
+    async def start(self) -> None:
+        self.landing.mkdir(parents=True, exist_ok=True)
+        recovered = await asyncio.to_thread(recover_orphans, self.landing)
+        for path in recovered:
+            log.info("recovered unsealed segment %s", path)
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="landing-writer")
+
+    async def append(self, directory: Path, data: bytes) -> None:
+        """Append `data` (whole NDJSON lines) to the open segment of `directory`; returns once
+        it is on disk."""
+        if self._wake is None or self._stopping:
+            raise RuntimeError("landing writer is not running")
+        if not data:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._round.chunks.setdefault(directory, []).append(data)
+        self._round.waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None and self._wake is not None:
+            self._wake.set()
+            await self._task
+        self.sealed += await asyncio.to_thread(self._seal, lambda s: True)
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self.max_age_seconds))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            current, self._round = self._round, _Round()
+            try:
+                if current.chunks:
+                    await asyncio.to_thread(self._write, current.chunks)
+                now = time.monotonic()
+                self.sealed += await asyncio.to_thread(
+                    self._seal, lambda s: s.size >= self.max_bytes or now - s.opened_at >= self.max_age_seconds
+                )
+            except Exception as exc:  # disk full, permissions: every waiter hears it
+                log.exception("landing write failed")
+                for waiter in current.waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+            else:
+                for waiter in current.waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            if self._stopping and not self._round.chunks:
+                return
+
+    def _write(self, chunks: dict[Path, list[bytes]]) -> None:
+        touched = []
+        for directory, parts in chunks.items():
+            segment = self._segments.get(directory) or self._open(directory)
+            data = b"".join(parts)
+            view = memoryview(data)
+            while view:
+                written = os.write(segment.fd, view)
+                view = view[written:]
+            segment.size += len(data)
+            touched.append(segment)
+        for segment in touched:
+            os.fsync(segment.fd)
+
+    def _open(self, directory: Path) -> _Segment:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._sequence += 1
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        path = directory / f"{stamp}-{os.getpid()}-{self._sequence:06d}.ndjson{OPEN_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fsync_dir(directory)
+        segment = _Segment(path, fd, time.monotonic())
+        self._segments[directory] = segment
+        return segment
+
+    def _seal(self, due: Callable[[_Segment], bool]) -> list[Path]:
+        sealed = []
+        for directory, segment in list(self._segments.items()):
+            if due(segment):
+                del self._segments[directory]
+                path = segment.seal()
+                if path is not None:
+                    sealed.append(path)
+        return sealed
+
+
+def recover_orphans(landing: Path) -> list[Path]:
+    """Seal `.open` segments whose writer is gone (no flock held): cut a torn last line, keep
+    every complete line. Returns the sealed paths."""
+    recovered = []
+    for path in sorted(landing.rglob(f"*{OPEN_SUFFIX}")):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer holds it
+            size = os.fstat(fd).st_size
+            keep = _complete_prefix(fd, size)
+            if keep < size:
+                log.warning("cutting %d bytes of a torn, never-acknowledged line from %s", size - keep, path)
+                os.ftruncate(fd, keep)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if keep == 0:
+            path.unlink()
+        else:
+            sealed = path.with_name(path.name.removesuffix(OPEN_SUFFIX))
+            os.rename(path, sealed)
+            recovered.append(sealed)
+        fsync_dir(path.parent)
+    return recovered
+
+
+def _complete_prefix(fd: int, size: int) -> int:
+    """Length of the file up to and including its last newline."""
+    position = size
+    while position > 0:
+        start = max(0, position - 65536)
+        block = os.pread(fd, position - start, start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return 0
