@@ -54,6 +54,7 @@ HOST = "127.0.0.1"
 SOURCE, WRITE_KEY = "bench", "benchkey"
 TARGET_EVENTS_PER_S = 50_000
 TARGET_RATIO = 0.5
+CLEAN_EXIT = (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a graceful shutdown
 SEED = 11
 
 # --- synthetic messages ---------------------------------------------------------------------------
@@ -244,9 +245,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_collector(corral: Path, home: Path, port: int, log: Path) -> subprocess.Popen:
+def start_collector(corral: Path, home: Path, port: int, log: Path, workers: int | None) -> subprocess.Popen:
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_WRITE_KEYS": f"{SOURCE}:{WRITE_KEY}"}
     command = [str(corral), "collect", "--host", HOST, "--port", str(port)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     with log.open("wb") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -515,7 +518,7 @@ class CeilingResult:
 
 def measure_collector(corral: Path, bodies: Sequence[bytes], opts: argparse.Namespace, work: Path) -> CollectorResult:
     home, log, port = work / "home", work / "collector.log", free_port()
-    process = start_collector(corral, home, port, log)
+    process = start_collector(corral, home, port, log, opts.workers)
     try:
         wait_healthy(process, port, log)
         if opts.wrk:
@@ -524,7 +527,7 @@ def measure_collector(corral: Path, bodies: Sequence[bytes], opts: argparse.Name
             tally, seconds, cpu = asyncio.run(asyncio_load(port, process.pid, bodies, opts))
     finally:
         exit_code, stop_seconds = stop_collector(process)
-    if exit_code != 0:
+    if exit_code not in CLEAN_EXIT:
         print(f"warning: corral collect exited with {exit_code} after SIGTERM:\n{log.read_text()[-2000:]}", file=sys.stderr)
     return CollectorResult(tally, seconds, cpu, landing_report(home), exit_code, stop_seconds)
 
@@ -559,9 +562,17 @@ def measure_ceiling(bodies: Sequence[bytes], path: Path, seconds: float, warmup:
 def command_line(opts: argparse.Namespace) -> str:
     parts = [".venv/bin/python", "bench/collector_bench.py", "--seconds", f"{opts.seconds:g}",
              "--clients", str(opts.clients), "--batch", str(opts.batch)]
+    if opts.workers is not None:
+        parts += ["--workers", str(opts.workers)]
     if opts.wrk:
         parts.append("--wrk")
     return shlex.join(parts)
+
+
+def exit_text(code: int) -> str:
+    if code == -signal.SIGTERM:
+        return "exited by SIGTERM (re-raised after its shutdown)"
+    return f"exited with code {code}"
 
 
 def verdict(met: bool) -> str:
@@ -615,7 +626,7 @@ def render(opts: argparse.Namespace, bodies: Sequence[bytes], collector: Collect
         f"{collector.landing.files} file(s) for {tally.acked_events:,} events acknowledged "
         f"(warm-up included): lines >= acknowledged {check}.{unsealed} "
         f"Non-200 answers: {non_200}; connection errors: {errors}. "
-        f"Collector exit code {collector.exit_code}, {collector.stop_seconds:.1f} s to stop.\n\n"
+        f"Collector {exit_text(collector.exit_code)} {collector.stop_seconds:.1f} s after SIGTERM.\n\n"
         f"CPU in the measured window: {collector.cpu.describe()}.\n"
         f"{latency_line(collector, opts)}"
         f"{END}"
@@ -638,6 +649,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.add_argument("--batch", type=int, default=100, help="messages per request")
     args.add_argument("--warmup", type=float, default=1.5, help="seconds of load before measuring")
     args.add_argument("--bodies", type=int, default=50, help="distinct request bodies to cycle through")
+    args.add_argument("--workers", type=int, help="pass --workers N to corral collect (default: its own)")
     args.add_argument("--wrk", action="store_true", help="use wrk (must be on PATH) as the load generator")
     args.add_argument("--corral", type=Path, default=ROOT / ".venv" / "bin" / "corral", help="corral executable")
     args.add_argument("--no-readme", action="store_true", help="print only; leave bench/README.md alone")
