@@ -168,21 +168,35 @@ class CpuSnapshot:
     at: float  # time.monotonic()
     client: float  # this process's CPU seconds
     children: float  # CPU seconds of waited-for children (wrk)
-    server: float | None  # CPU seconds of the collector's process tree
+    server: dict[int, float] | None  # CPU seconds of each process of the collector's tree
     machine: tuple[int, int] | None  # /proc/stat (busy, total) jiffies
 
 
 @dataclass(frozen=True)
 class CpuUse:
-    server_cores: float | None
+    server_processes: tuple[float, ...] | None  # cores used by each collector process, busiest first
     client_cores: float
     machine_busy: float | None  # 0..1 of all CPUs
 
+    @property
+    def server_cores(self) -> float | None:
+        return None if self.server_processes is None else sum(self.server_processes)
+
     def describe(self) -> str:
-        server = "n/a" if self.server_cores is None else f"{self.server_cores:.2f}"
-        machine = "n/a" if self.machine_busy is None else f"{self.machine_busy:.0%}"
-        return (f"collector process tree {server} cores, load generator {self.client_cores:.2f} cores, "
-                f"whole machine {machine} busy (of {os.cpu_count()} CPUs)")
+        cpus = os.cpu_count() or 1
+        if self.server_processes is None:
+            server = "n/a"
+        else:
+            busy = [f"{c:.2f}" for c in self.server_processes if c >= 0.01]
+            split = f" ({' + '.join(busy)} in {len(self.server_processes)} processes)" if len(self.server_processes) > 1 else ""
+            server = f"{self.server_cores:.2f} cores{split}"
+        text = f"collector {server}, load generator {self.client_cores:.2f} cores"
+        if self.machine_busy is not None:
+            text += f", whole machine {self.machine_busy:.0%} busy of {cpus} CPUs"
+            if self.server_cores is not None:
+                other = self.machine_busy * cpus - self.server_cores - self.client_cores
+                text += f" (everything else, kernel threads and other processes: {max(0.0, other):.2f} cores)"
+        return text
 
 
 def _proc_stat(pid: int) -> tuple[int, float] | None:
@@ -195,19 +209,21 @@ def _proc_stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(root: int) -> float | None:
-    """CPU seconds used so far by `root` and all its living descendants (workers, threads included)."""
+def tree_cpu_seconds(root: int) -> dict[int, float] | None:
+    """CPU seconds used so far by `root` and each of its living descendants (threads included)."""
     if not Path("/proc").is_dir():
         return None
     stats = {int(p.name): _proc_stat(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
     stats = {pid: stat for pid, stat in stats.items() if stat is not None}
+    if root not in stats:
+        return None
     tree, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
         children = [pid for pid, (ppid, _) in stats.items() if ppid == parent and pid not in tree]
         tree.update(children)
         frontier.extend(children)
-    return sum(stats[pid][1] for pid in tree if pid in stats) if root in stats else None
+    return {pid: stats[pid][1] for pid in tree}
 
 
 def machine_jiffies() -> tuple[int, int] | None:
@@ -229,7 +245,8 @@ def cpu_use(before: CpuSnapshot, after: CpuSnapshot) -> CpuUse:
     wall = max(after.at - before.at, 1e-9)
     server = None
     if before.server is not None and after.server is not None:
-        server = (after.server - before.server) / wall
+        used = [(seconds - before.server.get(pid, 0.0)) / wall for pid, seconds in after.server.items()]
+        server = tuple(sorted(used, reverse=True))
     busy = None
     if before.machine and after.machine and after.machine[1] > before.machine[1]:
         busy = (after.machine[0] - before.machine[0]) / (after.machine[1] - before.machine[1])

@@ -252,3 +252,62 @@ def test_refuses_to_start_without_keys_or_with_a_broken_webhook_file(tmp_path: P
     broken.write_text("chat:\n  event: [unclosed\n")
     with pytest.raises(RuntimeError, match=f"(?s){broken}: not valid YAML.*line 2"):
         CollectorProcess(tmp_path / "c", extra_env={"CORRAL_WEBHOOKS": str(broken)}).start()
+
+
+def test_every_acknowledged_event_survives_sigkill_exactly_once(tmp_path: Path) -> None:
+    """Clients push batches; the collector is SIGKILLed mid-load. After a restart (which seals
+    what the dead process left open) and `corral load`, every event that got a 200 is in
+    raw.events exactly once, including a batch the client retried after the crash."""
+    import signal
+    import threading
+
+    env = {"CORRAL_SEGMENT_MAX_AGE_SECONDS": "0.3", "CORRAL_SEGMENT_MAX_BYTES": "300000"}
+    process = CollectorProcess(tmp_path / "home", extra_env=env).start()
+    acked: set[str] = set()
+    last_acked: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        with httpx.Client(base_url=process.url, auth=("web-key", ""), timeout=5) as http:
+            sent = 0
+            while not stop.is_set():
+                batch = [
+                    {"type": "track", "event": "Load", "anonymousId": f"a{number}", "messageId": f"{number}-{sent}-{i}",
+                     "properties": {"pad": "x" * 300}}
+                    for i in range(50)
+                ]
+                sent += 1
+                try:
+                    response = http.post("/v1/batch", json={"batch": batch})
+                except httpx.TransportError:
+                    return
+                if response.status_code == 200:
+                    with lock:
+                        acked.update(m["messageId"] for m in batch)
+                        last_acked[:] = batch
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    process.stop(signal.SIGKILL)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(acked) >= 1000, "the collector should have acknowledged a fair amount before the kill"
+    assert list(process.home.rglob("*.open")), "a SIGKILL leaves the current segment unsealed"
+
+    restarted = CollectorProcess(process.home, extra_env=env).start()
+    retry = httpx.post(f"{restarted.url}/v1/batch", json={"batch": last_acked}, auth=("web-key", ""))
+    assert retry.status_code == 200
+    restarted.stop()
+    assert not list(process.home.rglob("*.open"))
+
+    home = CorralHome(process.home)
+    with closing(connect(home)) as con:
+        load_landing(con, home.landing)
+        counts = dict(con.execute("select message_id, count(*) from raw.events group by message_id").fetchall())
+    missing = acked - set(counts)
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
+    assert set(counts.values()) == {1}
