@@ -39,27 +39,13 @@ def cmd_load(args: argparse.Namespace, home: CorralHome) -> int:
 
 
 def cmd_collect(args: argparse.Namespace, home: CorralHome) -> int:
-    import uvicorn
-    from uvicorn.config import LOGGING_CONFIG
-
     from loaders.collector import CollectorConfig
+    from loaders.collector_server import run
 
     config = CollectorConfig.from_env()  # refuse to start on bad keys or webhook mappings
     sources = sorted(set(config.write_keys.values()))
-    say(f"collector on http://{args.host}:{args.port} for source(s) {', '.join(sources)}; landing in {home.landing}")
-    log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "corral": {"handlers": ["default"], "level": "INFO"}}}
-    uvicorn.run(
-        "loaders.collector:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=log_config,
-        timeout_graceful_shutdown=10,
-    )
+    say(f"collector on http://{args.host}:{args.port} ({args.workers} worker(s)) for source(s) {', '.join(sources)}; landing in {home.landing}")
+    run(args.host, args.port, args.workers)
     return 0
 
 
@@ -159,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     )
     collect.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     collect.add_argument("--port", type=int, default=8088, help="port (default 8088)")
-    collect.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    collect.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per CPU)")
     collect.set_defaults(run=cmd_collect)
 
     build = commands.add_parser("build", help="dbt build: every model and its tests on the warehouse")

@@ -13,13 +13,12 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+import multiprocessing
 import os
 import re
 import zlib
-from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,7 +27,7 @@ import orjson
 
 from loaders.home import CorralHome
 from loaders.landing import LandingWriter
-from loaders.messages import MESSAGE_TYPES, SHORT_TYPES, enrich, iso, validation_error
+from loaders.messages import MESSAGE_TYPES, SHORT_TYPES, RequestClock, enrich, validation_error
 from loaders.webhooks import DEFAULT_PATH, WebhookMapping, load_webhook_mappings
 
 log = logging.getLogger("corral.collector")
@@ -38,6 +37,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_MESSAGE_BYTES = 32 * 1024
+# A message's size is checked as stored, which adds the server's fields (receivedAt, timestamp,
+# messageId, a batch's shared context...): allow for them so an SDK's 32 KB message passes.
+MAX_STORED_MESSAGE_BYTES = MAX_MESSAGE_BYTES + 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_MESSAGES = 2500
 MAX_ERRORS_SHOWN = 20
@@ -51,6 +53,35 @@ CORS = [
 
 class CollectorConfigError(ValueError):
     pass
+
+
+REFUSAL_CODES = (
+    "unauthorized", "invalid_json", "invalid_batch", "invalid_message", "body_too_large", "message_too_large",
+    "too_many_messages", "unsupported_encoding", "invalid_gzip", "incomplete_body", "not_found", "unavailable",
+)
+COUNTER_NAMES = ("requests", "accepted", "rejected", *(f"refused_{code}" for code in REFUSAL_CODES))
+
+
+class Counters:
+    """Counts across every worker process: one row per worker in a shared-memory array made
+    by the launcher. Each worker writes only its own row (no lock on the request path); a
+    reader sums the rows, so /metrics says the same whichever worker answers."""
+
+    def __init__(self, shared: Any = None, worker: int = 0) -> None:
+        self._values = shared if shared is not None else self.shared_array(1)
+        self._offset = worker * len(COUNTER_NAMES)
+        self._index = {name: self._offset + i for i, name in enumerate(COUNTER_NAMES)}
+
+    @staticmethod
+    def shared_array(workers: int) -> Any:
+        return multiprocessing.get_context("spawn").Array("q", workers * len(COUNTER_NAMES), lock=False)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self._values[self._index[name]] += amount
+
+    def snapshot(self) -> dict[str, int]:
+        values, width = self._values[:], len(COUNTER_NAMES)
+        return {name: sum(values[i::width]) for i, name in enumerate(COUNTER_NAMES)}
 
 
 class Refused(Exception):
@@ -99,10 +130,10 @@ class CollectorConfig:
 
 
 class Collector:
-    def __init__(self, config: CollectorConfig) -> None:
+    def __init__(self, config: CollectorConfig, counters: Counters | None = None) -> None:
         self.config = config
         self.writer = LandingWriter(config.home.landing, config.segment_max_bytes, config.segment_max_age_seconds)
-        self.counts: Counter[str] = Counter()
+        self.counters = counters or Counters()
 
     # --- ASGI -------------------------------------------------------------------------------
 
@@ -121,7 +152,7 @@ class Collector:
                 await send({"type": "lifespan.startup.complete"})
             elif event["type"] == "lifespan.shutdown":
                 await self.writer.stop()
-                log.info("stopped: %s", dict(self.counts))
+                log.info("stopped; counts across workers so far: %s", {k: v for k, v in self.counters.snapshot().items() if v})
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -135,17 +166,17 @@ class Collector:
             elif method == "GET" and path == "/metrics":
                 await self._respond(send, 200, self._metrics(), content_type=b"text/plain; version=0.0.4")
             elif method == "POST" and path.startswith("/v1/"):
-                self.counts["requests"] += 1
+                self.counters.add("requests")
                 status, body = await self._post(scope, receive, path[4:])
                 await self._respond(send, status, body)
             else:
                 raise Refused(404, "not_found", f"no route {method} {path or '/'}")
         except Refused as refused:
-            self.counts[f"refused_{refused.code}"] += 1
+            self.counters.add(f"refused_{refused.code}")
             await self._respond(send, refused.status, orjson.dumps({"code": refused.code, "message": refused.message}))
         except OSError:
             log.exception("could not make messages durable")
-            self.counts["refused_unavailable"] += 1
+            self.counters.add("refused_unavailable")
             body = orjson.dumps({"code": "unavailable", "message": "could not write to landing; retry"})
             await self._respond(send, 503, body)
 
@@ -175,7 +206,7 @@ class Collector:
         except orjson.JSONDecodeError as exc:
             raise Refused(400, "invalid_json", f"body is not valid JSON: {exc}") from None
         source = self._authenticate(headers, payload, scope.get("query_string", b""))
-        received_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        clock = RequestClock.now()
         if webhook is not None:
             items, shared = webhook.messages(payload), {}
         elif single:
@@ -188,16 +219,13 @@ class Collector:
             items, shared = payload["batch"], payload
             if len(items) > MAX_BATCH_MESSAGES:
                 raise Refused(400, "too_many_messages", f"{len(items)} messages in one batch; the limit is {MAX_BATCH_MESSAGES}")
-            if len(body) > MAX_MESSAGE_BYTES:
-                for index, item in enumerate(items):
-                    if len(orjson.dumps(item)) > MAX_MESSAGE_BYTES:
-                        raise Refused(400, "message_too_large", f"message {index} is over the {MAX_MESSAGE_BYTES // 1024} KB limit per message")
-        accepted, rejected, errors = self._prepare(items, shared, kind if single else None, source, received_at)
+        accepted, rejected, errors = self._prepare(items, shared, kind if single else None, source, clock)
         await self.writer.append(self.writer.directory(source), b"".join(accepted))
         await self.writer.append(self.writer.directory(source, rejected=True), b"".join(rejected))
-        self.counts["accepted"] += len(accepted)
-        self.counts["rejected"] += len(rejected)
+        self.counters.add("accepted", len(accepted))
+        self.counters.add("rejected", len(rejected))
         if single and errors:
+            self.counters.add("refused_invalid_message")
             return 400, orjson.dumps({"code": "invalid_message", "message": errors[0]["reason"]})
         result: dict[str, Any] = {"success": True, "accepted": len(accepted), "rejected": len(rejected)}
         if errors:
@@ -227,9 +255,10 @@ class Collector:
         return source
 
     def _prepare(
-        self, items: list[Any], shared: dict[str, Any], endpoint_type: str | None, source: str, received_at: datetime
+        self, items: list[Any], shared: dict[str, Any], endpoint_type: str | None, source: str, clock: RequestClock
     ) -> tuple[list[bytes], list[bytes], list[dict[str, Any]]]:
-        received_iso = iso(received_at)
+        """Validate and enrich every item into NDJSON lines (accepted, rejected). Refuses the
+        whole request (storing nothing) if one message is over the per-message limit."""
         batch_context, batch_integrations = shared.get("context"), shared.get("integrations")
         batch_sent_at = shared.get("sentAt")
         accepted, rejected, errors = [], [], []
@@ -241,31 +270,34 @@ class Collector:
                     item["context"] = {**batch_context, **own} if isinstance(own, dict) else own or batch_context
                 if isinstance(batch_integrations, dict) and "integrations" not in item:
                     item["integrations"] = batch_integrations
-            reason = validation_error(item)
+            reason = validation_error(item, clock)
             if reason is None and endpoint_type is not None and str(item["type"]).lower() != endpoint_type:
                 reason = f"type '{item['type']}' posted to /v1/{endpoint_type}"
             if reason is None:
-                enrich(item, received_at, received_iso, batch_sent_at)
-                accepted.append(orjson.dumps(item) + b"\n")
+                enrich(item, clock, batch_sent_at)
+                line = orjson.dumps(item) + b"\n"
+                accepted.append(line)
             else:
                 errors.append({"index": index, "reason": reason})
-                record = {"reason": reason, "receivedAt": received_iso, "sourceId": source, "message": item}
-                rejected.append(orjson.dumps(record, default=str) + b"\n")
+                record = {"reason": reason, "receivedAt": clock.received_iso, "sourceId": source, "message": item}
+                line = orjson.dumps(record, default=str) + b"\n"
+                rejected.append(line)
+            if len(line) > MAX_STORED_MESSAGE_BYTES:
+                raise Refused(400, "message_too_large", f"message {index} is over the {MAX_MESSAGE_BYTES // 1024} KB limit per message")
         return accepted, rejected, errors
 
     def _metrics(self) -> bytes:
+        counts = self.counters.snapshot()
         lines = [
-            "# HELP corral_collector_messages_total Messages by outcome.",
+            "# HELP corral_collector_messages_total Messages by outcome, across workers.",
             "# TYPE corral_collector_messages_total counter",
-            f'corral_collector_messages_total{{outcome="accepted"}} {self.counts["accepted"]}',
-            f'corral_collector_messages_total{{outcome="rejected"}} {self.counts["rejected"]}',
-            "# HELP corral_collector_requests_total POST requests, and those refused by code.",
+            f'corral_collector_messages_total{{outcome="accepted"}} {counts["accepted"]}',
+            f'corral_collector_messages_total{{outcome="rejected"}} {counts["rejected"]}',
+            "# HELP corral_collector_requests_total POST requests, and those refused by code, across workers.",
             "# TYPE corral_collector_requests_total counter",
-            f'corral_collector_requests_total{{outcome="all"}} {self.counts["requests"]}',
+            f'corral_collector_requests_total{{outcome="all"}} {counts["requests"]}',
         ]
-        for key in sorted(k for k in self.counts if k.startswith("refused_")):
-            lines.append(f'corral_collector_requests_total{{outcome="{key}"}} {self.counts[key]}')
-        lines.append(f"corral_collector_sealed_segments_total {len(self.writer.sealed)}")
+        lines += [f'corral_collector_requests_total{{outcome="refused_{code}"}} {counts[f"refused_{code}"]}' for code in REFUSAL_CODES]
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -305,6 +337,6 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     return inflated
 
 
-def create_app() -> Collector:
-    """uvicorn factory: configuration from the environment."""
-    return Collector(CollectorConfig.from_env())
+def create_app(counters: Counters | None = None) -> Collector:
+    """The app, configured from the environment."""
+    return Collector(CollectorConfig.from_env(), counters)

@@ -26,6 +26,7 @@ from pathlib import Path
 log = logging.getLogger("corral.landing")
 
 OPEN_SUFFIX = ".open"
+CREATING_SUFFIX = ".creating"
 REJECTED_DIR = "_rejected"
 
 
@@ -158,8 +159,12 @@ class LandingWriter:
         self._sequence += 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         path = directory / f"{stamp}-{os.getpid()}-{self._sequence:06d}.ndjson{OPEN_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        # Created under a temporary name and locked before it is visible as `.open`, so
+        # recovery in another process can never take a live segment for an orphan.
+        creating = path.with_name(path.name + CREATING_SUFFIX)
+        fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(creating, path)
         fsync_dir(directory)
         segment = _Segment(path, fd, time.monotonic())
         self._segments[directory] = segment
@@ -180,6 +185,9 @@ def recover_orphans(landing: Path) -> list[Path]:
     """Seal `.open` segments whose writer is gone (no flock held): cut a torn last line, keep
     every complete line. Returns the sealed paths."""
     recovered = []
+    for path in landing.rglob(f"*{CREATING_SUFFIX}"):  # empty: renamed to .open before any write
+        if time.time() - path.stat().st_mtime > 60:
+            path.unlink(missing_ok=True)
     for path in sorted(landing.rglob(f"*{OPEN_SUFFIX}")):
         fd = os.open(path, os.O_RDWR)
         try:

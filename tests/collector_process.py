@@ -40,7 +40,8 @@ class CollectorProcess:
         corral = str(Path(sys.executable).with_name("corral"))
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                [corral, "collect", "--port", str(self.port)], env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+                [corral, "collect", "--port", str(self.port)], env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True,  # its own process group, so a crash can take every worker at once
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -57,7 +58,24 @@ class CollectorProcess:
         return self.log.read_text() if self.log and self.log.exists() else ""
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM: a graceful stop. SIGKILL: a crash of the launcher and every worker at once."""
         assert self.process is not None
         if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
+            if sig == signal.SIGKILL:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            else:
+                self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _group_alive(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group_alive(self.process.pid), "collector workers outlived the launcher"
+        return code
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -185,7 +185,7 @@ def message(**fields: Any) -> dict[str, Any]:
         ("/v1/track", {"json": message(type="page"), "headers": basic("web-key")}, 400, "invalid_message"),
         ("/v1/batch", {"json": {"batch": [message()] * 2501}, "headers": basic("web-key")}, 400, "too_many_messages"),
         ("/v1/batch", {"json": {"batch": [message(properties={"p": "x" * 3000})] * 180}, "headers": basic("web-key")}, 400, "body_too_large"),
-        ("/v1/batch", {"json": {"batch": [message(properties={"big": "x" * 33_000})]}, "headers": basic("web-key")}, 400, "message_too_large"),
+        ("/v1/batch", {"json": {"batch": [message(properties={"big": "x" * 34_000})]}, "headers": basic("web-key")}, 400, "message_too_large"),
         ("/v1/batch", {"json": [message()], "headers": basic("web-key")}, 400, "invalid_batch"),
         ("/v1/batch", {"content": b"abc", "headers": {**basic("web-key"), "content-encoding": "br"}}, 415, "unsupported_encoding"),
         ("/v1/batch", {"content": b"not gzip", "headers": {**basic("web-key"), "content-encoding": "gzip"}}, 400, "invalid_gzip"),
@@ -311,3 +311,13 @@ def test_every_acknowledged_event_survives_sigkill_exactly_once(tmp_path: Path) 
     missing = acked - set(counts)
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
     assert set(counts.values()) == {1}
+
+
+def test_workers_die_with_the_launcher(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    process = CollectorProcess(tmp_path / "home").start()
+    assert process.process is not None
+    os.kill(process.process.pid, signal.SIGKILL)  # only the launcher
+    process.stop()  # asserts no worker outlives it

@@ -1,0 +1,84 @@
+"""Runs the collector: one uvicorn server per worker process, each on its own SO_REUSEPORT
+socket so the kernel spreads connections across workers (uvicorn's own workers share one
+socket, and connections that arrive together all go to one of them)."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import socket
+from typing import Any
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+from loaders.collector import Counters, create_app
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def log_config() -> dict[str, Any]:
+    return {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "corral": {"handlers": ["default"], "level": "INFO"}}}
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: a worker gets SIGKILL when the launcher dies, so a crashed launcher never leaves
+    workers holding the port and their open segments (and one that died before this call was
+    made is noticed right here)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def serve(host: str, port: int, shared_counters: Any = None, worker: int = 0, parent_pid: int | None = None) -> None:
+    """One worker: a uvicorn server for the collector app on its own reuse-port socket."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+    config = uvicorn.Config(
+        create_app(Counters(shared_counters, worker)),
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=log_config(),
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run(sockets=[bind(host, port)])
+
+
+def run(host: str, port: int, workers: int) -> None:
+    if workers <= 1:
+        serve(host, port)
+        return
+    context = multiprocessing.get_context("spawn")
+    counters = Counters.shared_array(workers)
+    processes = [context.Process(target=serve, args=(host, port, counters, n, os.getpid()), name=f"collector-{n}") for n in range(workers)]
+    for process in processes:
+        process.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid:
+                os.kill(process.pid, signum)  # each worker shuts down gracefully and seals its segments
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    for process in processes:
+        process.join()
