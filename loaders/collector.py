@@ -27,7 +27,7 @@ import orjson
 
 from loaders.home import CorralHome
 from loaders.landing import LandingWriter
-from loaders.messages import MESSAGE_TYPES, SHORT_TYPES, RequestClock, enrich, validation_error
+from loaders.messages import MESSAGE_TYPES, SHORT_TYPES, RequestClock, accept
 from loaders.webhooks import DEFAULT_PATH, WebhookMapping, load_webhook_mappings
 
 log = logging.getLogger("corral.collector")
@@ -270,11 +270,8 @@ class Collector:
                     item["context"] = {**batch_context, **own} if isinstance(own, dict) else own or batch_context
                 if isinstance(batch_integrations, dict) and "integrations" not in item:
                     item["integrations"] = batch_integrations
-            reason = validation_error(item, clock)
-            if reason is None and endpoint_type is not None and str(item["type"]).lower() != endpoint_type:
-                reason = f"type '{item['type']}' posted to /v1/{endpoint_type}"
+            reason = accept(item, clock, batch_sent_at, endpoint_type)
             if reason is None:
-                enrich(item, clock, batch_sent_at)
                 line = orjson.dumps(item) + b"\n"
                 accepted.append(line)
             else:

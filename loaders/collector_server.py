@@ -25,12 +25,15 @@ def log_config() -> dict[str, Any]:
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """A listening socket in the port's SO_REUSEPORT group. Every worker's socket is made by
+    the launcher before any worker starts, so connections made while workers are still
+    starting are spread (and queue) across all of them, not all given to the first one up."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.set_inheritable(True)
+    sock.listen(2048)
     return sock
 
 
@@ -47,7 +50,7 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def serve(host: str, port: int, shared_counters: Any = None, worker: int = 0, parent_pid: int | None = None) -> None:
+def serve(sock: socket.socket, shared_counters: Any = None, worker: int = 0, parent_pid: int | None = None) -> None:
     """One worker: a uvicorn server for the collector app on its own reuse-port socket."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
@@ -56,22 +59,30 @@ def serve(host: str, port: int, shared_counters: Any = None, worker: int = 0, pa
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,
+        server_header=False,
         log_config=log_config(),
         timeout_graceful_shutdown=10,
         lifespan="on",
     )
-    uvicorn.Server(config).run(sockets=[bind(host, port)])
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def run(host: str, port: int, workers: int) -> None:
     if workers <= 1:
-        serve(host, port)
+        serve(bind(host, port))
         return
     context = multiprocessing.get_context("spawn")
     counters = Counters.shared_array(workers)
-    processes = [context.Process(target=serve, args=(host, port, counters, n, os.getpid()), name=f"collector-{n}") for n in range(workers)]
+    sockets = [bind(host, port) for _ in range(workers)]
+    processes = [
+        context.Process(target=serve, args=(sock, counters, n, os.getpid()), name=f"collector-{n}")
+        for n, sock in enumerate(sockets)
+    ]
     for process in processes:
         process.start()
+    for sock in sockets:
+        sock.close()  # the workers hold their own copies
 
     def forward(signum: int, _frame: Any) -> None:
         for process in processes:

@@ -122,12 +122,7 @@ class LandingWriter:
             self._wake.clear()
             current, self._round = self._round, _Round()
             try:
-                if current.chunks:
-                    await asyncio.to_thread(self._write, current.chunks)
-                now = time.monotonic()
-                self.sealed += await asyncio.to_thread(
-                    self._seal, lambda s: s.size >= self.max_bytes or now - s.opened_at >= self.max_age_seconds
-                )
+                self.sealed += await asyncio.to_thread(self._commit, current.chunks)
             except Exception as exc:  # disk full, permissions: every waiter hears it
                 log.exception("landing write failed")
                 for waiter in current.waiters:
@@ -139,6 +134,13 @@ class LandingWriter:
                         waiter.set_result(None)
             if self._stopping and not self._round.chunks:
                 return
+
+    def _commit(self, chunks: dict[Path, list[bytes]]) -> list[Path]:
+        """One round, in the writer thread: append and fsync, then seal what is due."""
+        if chunks:
+            self._write(chunks)
+        now = time.monotonic()
+        return self._seal(lambda s: s.size >= self.max_bytes or now - s.opened_at >= self.max_age_seconds)
 
     def _write(self, chunks: dict[Path, list[bytes]]) -> None:
         touched = []

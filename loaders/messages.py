@@ -15,10 +15,8 @@ MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 SHORT_TYPES = {t[0]: t for t in MESSAGE_TYPES}  # analytics.js posts to /v1/t, /v1/i, ...
 OBJECT_KEYS = ("traits", "properties", "context", "integrations")
 TIMESTAMP_KEYS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip() == "")
+_TYPES = frozenset(MESSAGE_TYPES)
+_UNPARSED = object()
 
 
 def _text(value: Any) -> str:
@@ -53,13 +51,13 @@ def parse_timestamp(value: Any) -> datetime | None:
 
 class RequestClock:
     """One request's receipt time and its caches: every message of a batch shares them, so a
-    timestamp text is parsed once and a date is formatted once."""
+    timestamp text is parsed once and a minute is formatted once."""
 
-    __slots__ = ("received_us", "received_iso", "_stamps", "_days")
+    __slots__ = ("received_us", "received_iso", "stamps", "_minutes")
 
     def __init__(self, received_us: int) -> None:
-        self._stamps: dict[str, int | None] = {}
-        self._days: dict[int, str] = {}
+        self.stamps: dict[str, int | None] = {}
+        self._minutes: dict[int, str] = {}
         self.received_us = received_us
         self.received_iso = self.iso(received_us)
 
@@ -70,75 +68,100 @@ class RequestClock:
     def micros(self, value: Any) -> int | None:
         if not isinstance(value, str):
             return None
-        cached = self._stamps.get(value, -1)
-        if cached == -1:
-            cached = self._stamps[value] = epoch_us(value)
-        return cached
+        cached = self.stamps.get(value, _UNPARSED)
+        if cached is _UNPARSED:
+            cached = self.stamps[value] = epoch_us(value)
+        return cached  # type: ignore[return-value]
 
     def iso(self, micros: int) -> str:
         """Epoch microseconds → `2026-10-01T12:00:00.123Z` (milliseconds, truncated)."""
-        day, ms = divmod(micros // 1000, 86_400_000)
-        prefix = self._days.get(day)
+        minute, ms = divmod(micros // 1000, 60_000)
+        prefix = self._minutes.get(minute)
         if prefix is None:
-            prefix = self._days[day] = (EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
-        hours, ms = divmod(ms, 3_600_000)
-        minutes, ms = divmod(ms, 60_000)
-        seconds, ms = divmod(ms, 1000)
-        return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
+            prefix = self._minutes[minute] = (EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:")
+        return "%s%02d.%03dZ" % (prefix, ms // 1000, ms % 1000)
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and (not value or value.isspace()))
 
 
 def validation_error(message: Any, clock: RequestClock | None = None) -> str | None:
-    """Why `message` is not a valid Segment-spec message, or None if it is. `clock` caches
-    parsed timestamps across the messages of one request."""
+    """Why `message` is not a valid Segment-spec message, or None if it is."""
+    return accept(message, clock or RequestClock(0), enrich=False)
+
+
+def accept(
+    message: Any,
+    clock: RequestClock,
+    batch_sent_at: Any = None,
+    expected_type: str | None = None,
+    enrich: bool = True,
+) -> str | None:
+    """Check one message against the spec's rules; if it passes and `enrich`, add the server's
+    fields as Segment does (in place). Returns why it was refused, or None.
+
+    Fields added: `receivedAt`; `sentAt` from the batch when the message has none;
+    `originalTimestamp` defaulting to a server library's `timestamp`; `timestamp =
+    receivedAt - (sentAt - originalTimestamp)` when both are known (else `timestamp` as sent,
+    else `receivedAt`); `messageId` when missing; `type` lower-cased. One pass, written for
+    speed: it runs for every collected message."""
     if not isinstance(message, dict):
         return "not a JSON object"
-    kind = message.get("type")
-    if _blank(kind) or isinstance(kind, (dict, list)):
-        return "missing 'type'"
-    if _text(kind).lower() not in MESSAGE_TYPES:
-        return f"unknown type '{_text(kind)}' (expected one of {', '.join(MESSAGE_TYPES)})"
-    kind = _text(kind).lower()
     get = message.get
-    user_id = get("userId")
-    has_user = user_id is not None and (not isinstance(user_id, str) or user_id.strip() != "")
+    kind = get("type")
+    if kind.__class__ is not str or kind not in _TYPES:  # the common case is already right
+        if _is_blank(kind) or isinstance(kind, (dict, list)):
+            return "missing 'type'"
+        lowered = _text(kind).lower()
+        if lowered not in _TYPES:
+            return f"unknown type '{_text(kind)}' (expected one of {', '.join(MESSAGE_TYPES)})"
+        kind = lowered
+    if expected_type is not None and kind != expected_type:
+        return f"type '{kind}' posted to /v1/{expected_type}"
+    has_user = not _is_blank(get("userId"))
     if kind == "alias":
-        if _blank(get("previousId")) or not has_user:
+        if not has_user or _is_blank(get("previousId")):
             return "alias needs both 'previousId' and 'userId'"
-    elif not has_user and _blank(get("anonymousId")):
+    elif not has_user and _is_blank(get("anonymousId")):
         return "missing both 'userId' and 'anonymousId'"
-    if kind == "track" and _blank(get("event")):
+    if kind == "track" and _is_blank(get("event")):
         return "track without 'event'"
     for key in OBJECT_KEYS:
         value = get(key)
-        if value is not None and not isinstance(value, dict):
+        if value is not None and value.__class__ is not dict and not isinstance(value, dict):
             return f"'{key}' is not a JSON object"
-    parse = clock.micros if clock is not None else epoch_us
+    stamps = clock.stamps
     for key in TIMESTAMP_KEYS:
         value = get(key)
-        if value is not None and parse(value) is None:
+        if value is None:
+            continue
+        micros = stamps.get(value, _UNPARSED) if value.__class__ is str else None
+        if micros is _UNPARSED:
+            micros = stamps[value] = epoch_us(value)
+        if micros is None:
             return f"'{key}' is not a timestamp: {_text(value)}"
-    return None
+    if not enrich:
+        return None
 
-
-def enrich(message: dict[str, Any], clock: RequestClock, batch_sent_at: Any = None) -> None:
-    """Server-side fields, as Segment sets them (in place): `receivedAt`; `sentAt` from the
-    message or its batch; `originalTimestamp` defaulting to a server library's `timestamp`;
-    `timestamp = receivedAt - (sentAt - originalTimestamp)` when `sentAt` is known; a
-    `messageId` when missing; `type` lower-cased. Call only on valid messages."""
-    message["type"] = _text(message["type"]).lower()
-    message["receivedAt"] = clock.received_iso
-    if message.get("sentAt") is None and clock.micros(batch_sent_at) is not None:
-        message["sentAt"] = batch_sent_at
-    if message.get("originalTimestamp") is None and message.get("timestamp") is not None:
-        message["originalTimestamp"] = message["timestamp"]
-    sent_at, original = message.get("sentAt"), message.get("originalTimestamp")
+    message["type"] = kind
+    received_iso = clock.received_iso
+    message["receivedAt"] = received_iso
+    sent_at = get("sentAt")
+    if sent_at is None and batch_sent_at is not None and clock.micros(batch_sent_at) is not None:
+        sent_at = message["sentAt"] = batch_sent_at
+    original = get("originalTimestamp")
+    if original is None:
+        original = get("timestamp")
+        if original is not None:
+            message["originalTimestamp"] = original
     if sent_at is not None and original is not None:
         if sent_at == original:
-            message["timestamp"] = clock.received_iso
+            message["timestamp"] = received_iso
         else:
-            skew = clock.micros(sent_at) - clock.micros(original)  # type: ignore[operator]
-            message["timestamp"] = clock.iso(clock.received_us - skew)
-    elif message.get("timestamp") is None:
-        message["timestamp"] = clock.received_iso
-    if _blank(message.get("messageId")):
+            message["timestamp"] = clock.iso(clock.received_us - (stamps[sent_at] - stamps[original]))
+    elif get("timestamp") is None:
+        message["timestamp"] = received_iso
+    if _is_blank(get("messageId")):
         message["messageId"] = f"corral-{uuid.uuid4().hex}"
+    return None
