@@ -190,6 +190,7 @@ def test_landing_loads_sealed_segments_once_with_their_source(home: CorralHome) 
     write_ndjson(home.landing / "web" / "seg-1.ndjson", [message(messageId="a")])
     write_ndjson(home.landing / "web" / "seg-2.ndjson.open", [message(messageId="b")])  # still being written
     write_ndjson(home.landing / "seg-3.ndjson", [message(messageId="c")])
+    write_ndjson(home.landing / "_rejected" / "web" / "seg-4.ndjson", [{"reason": "r", "message": message(messageId="d")}])
     with closing(connect(home)) as con:
         assert load_landing(con, home.landing).rows_loaded == 2
         assert load_landing(con, home.landing).rows_loaded == 0
