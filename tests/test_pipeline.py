@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from dagster_defs.cli import main
+from identity_reference import resolve
 from loaders.home import CorralHome
 from loaders.synthetic import DemoSpec, write_ndjson
 
@@ -66,31 +67,21 @@ def test_event_time_is_corrected_for_clock_skew(built: CorralHome) -> None:
     assert got == expected
 
 
-def test_repeat_buyers_match_a_python_reference(built: CorralHome) -> None:
-    # Reference for the thin identity model: an anonymous id belongs to the first user it was
-    # seen with (messages carrying both, or alias), in corrected-time order.
-    unique = {m["messageId"]: m for m in messages(built)}.values()
+def test_repeat_buyers_match_the_identity_reference(built: CorralHome) -> None:
+    """Profiles from the Python identity reference (tests/identity_reference.py), orders
+    counted per profile: the audience must be exactly the profiles with two or more."""
+    unique = list({m["messageId"]: m for m in messages(built)}.values())
 
     def when(m: dict[str, Any]) -> datetime:
         return parse(m["receivedAt"]) - (parse(m["sentAt"]) - parse(m["originalTimestamp"]))
 
-    first_user: dict[str, tuple[datetime, str, str]] = {}
-    for m in unique:
-        anon = m.get("previousId") if m["type"] == "alias" else m.get("anonymousId")
-        if anon and m.get("userId"):
-            candidate = (when(m), m["messageId"], m["userId"])
-            first_user[anon] = min(first_user.get(anon, candidate), candidate)
-    orders: Counter[tuple[str, str]] = Counter()
-    for m in unique:
-        if m["type"] == "track" and m["event"] == "Order Completed":
-            user = m.get("userId") or (first_user[m["anonymousId"]][2] if m.get("anonymousId") in first_user else None)
-            orders[("user", user) if user else ("anon", m["anonymousId"])] += 1
-    expected_users = {key for (kind, key), n in orders.items() if n >= 2 and kind == "user"}
-    expected_anonymous = sum(1 for (kind, _), n in orders.items() if n >= 2 and kind == "anon")
-    rows = query(built, "select user_id from audiences.repeat_buyers")
-    assert {u for (u,) in rows if u} == expected_users
-    assert sum(1 for (u,) in rows if u is None) == expected_anonymous
-    assert expected_users, "the demo data must contain repeat buyers"
+    resolution = resolve((when(m), m) for m in unique)
+    orders: Counter[str] = Counter(
+        resolution.profile_of_message(m) for m in unique if m["type"] == "track" and m["event"] == "Order Completed"
+    )
+    expected = {profile for profile, n in orders.items() if profile and n >= 2}
+    assert {p for (p,) in query(built, "select profile_id from audiences.repeat_buyers")} == expected
+    assert len(expected) > 10, "the demo data must contain repeat buyers"
 
 
 def test_audience_csv_is_the_audience(built: CorralHome) -> None:

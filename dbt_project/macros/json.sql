@@ -21,3 +21,62 @@
 {% macro spark__json_extract_string(column, path) -%}
     get_json_object({{ column }}, '$.{% for key in path %}{{ key }}{% if not loop.last %}.{% endif %}{% endfor %}')
 {%- endmacro %}
+
+{#- json_extract_path(column, ['context', 'traits']) -> the JSON value at that path. -#}
+{% macro json_extract_path(column, path) -%}
+    {{ return(adapter.dispatch('json_extract_path', 'corral')(column, path)) }}
+{%- endmacro %}
+
+{% macro default__json_extract_path(column, path) -%}
+    json_extract_path({{ column }}, {% for key in path %}'{{ key }}'{% if not loop.last %}, {% endif %}{% endfor %})
+{%- endmacro %}
+
+{% macro duckdb__json_extract_path(column, path) -%}
+    json_extract({{ column }}, '$.{% for key in path %}"{{ key }}"{% if not loop.last %}.{% endif %}{% endfor %}')
+{%- endmacro %}
+
+{% macro postgres__json_extract_path(column, path) -%}
+    ({{ column }})::jsonb #> '{ {%- for key in path %}{{ key }}{% if not loop.last %},{% endif %}{% endfor -%} }'
+{%- endmacro %}
+
+{#-
+    json_entries(relation, json_column, columns): one row per (columns..., entry_key,
+    entry_value) for every key of the JSON object in json_column whose value is not null;
+    entry_value is the value as JSON text. Engine-specific, so dispatched.
+-#}
+{% macro json_entries(relation, json_column, columns) -%}
+    {{ return(adapter.dispatch('json_entries', 'corral')(relation, json_column, columns)) }}
+{%- endmacro %}
+
+{% macro default__json_entries(relation, json_column, columns) -%}
+    {{ exceptions.raise_compiler_error("corral: json_entries has no implementation for adapter '" ~ adapter.type() ~ "'; add " ~ adapter.type() ~ "__json_entries in dbt_project/macros/json.sql") }}
+{%- endmacro %}
+
+{% macro duckdb__json_entries(relation, json_column, columns) -%}
+    select {% for c in columns %}source.{{ c }}, {% endfor %}entries.key as entry_key, entries.value::varchar as entry_value
+    from {{ relation }} as source, json_each(source.{{ json_column }}) as entries
+    where json_type(source.{{ json_column }}) = 'OBJECT' and json_type(entries.value) <> 'NULL'
+{%- endmacro %}
+
+{% macro postgres__json_entries(relation, json_column, columns) -%}
+    select {% for c in columns %}source.{{ c }}, {% endfor %}entries.key as entry_key, entries.value::text as entry_value
+    from {{ relation }} as source, jsonb_each(case when jsonb_typeof(source.{{ json_column }}::jsonb) = 'object' then source.{{ json_column }}::jsonb end) as entries
+    where jsonb_typeof(entries.value) <> 'null'
+{%- endmacro %}
+
+{#- json_object_agg(key, value_json_text): aggregate entries back into one JSON object. -#}
+{% macro json_object_agg(key, value) -%}
+    {{ return(adapter.dispatch('json_object_agg', 'corral')(key, value)) }}
+{%- endmacro %}
+
+{% macro default__json_object_agg(key, value) -%}
+    {{ exceptions.raise_compiler_error("corral: json_object_agg has no implementation for adapter '" ~ adapter.type() ~ "'; add " ~ adapter.type() ~ "__json_object_agg in dbt_project/macros/json.sql") }}
+{%- endmacro %}
+
+{% macro duckdb__json_object_agg(key, value) -%}
+    json_group_object({{ key }}, {{ value }}::json)
+{%- endmacro %}
+
+{% macro postgres__json_object_agg(key, value) -%}
+    jsonb_object_agg({{ key }}, {{ value }}::jsonb)
+{%- endmacro %}

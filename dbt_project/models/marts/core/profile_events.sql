@@ -1,4 +1,6 @@
--- Every deduplicated message with the profile it belongs to.
+-- Every deduplicated message with its profile: the profile of its highest-priority identifier.
+-- Messages whose every identifier is blocked (anonymousId "undefined" and nothing else) belong
+-- to no one and are left out.
 with
 
 events as (
@@ -7,50 +9,58 @@ events as (
 
 ),
 
-mapped as (
+extracted as (
 
-    select * from {{ ref('int_anonymous_ids_mapped') }}
+    select * from {{ ref('int_identifiers_extracted') }}
 
 ),
 
 resolved as (
 
-    select
-        events.*,
-        coalesce(events.user_id, mapped.user_id) as resolved_user_id
-    from events
-    left join mapped on events.anonymous_id = mapped.anonymous_id
+    select node_id, profile_id from {{ ref('int_identity_resolved') }}
+
+),
+
+deciding_identifier as (
+
+    select message_id, node_id
+    from (
+        select
+            message_id,
+            node_id,
+            row_number() over (partition by message_id order by identifier_priority, node_id) as precedence
+        from extracted
+    ) ranked
+    where precedence = 1
 
 ),
 
 final as (
 
     select
-        message_id,
-        {{ surrogate_key([
-            "case when resolved_user_id is not null then 'user_id' else 'anonymous_id' end",
-            "coalesce(resolved_user_id, anonymous_id, previous_id)"
-        ]) }} as profile_id,
-        message_type,
-        event_name,
-        page_name,
-        user_id,
-        anonymous_id,
-        resolved_user_id,
-        lower(trim(email)) as email,
-        device_id,
-        occurred_at,
-        received_at,
-        source_id,
-        page_url,
-        page_path,
-        page_referrer,
-        page_title,
-        user_agent,
-        properties,
-        traits,
-        context
-    from resolved
+        events.message_id,
+        resolved.profile_id,
+        events.message_type,
+        events.event_name,
+        events.page_name,
+        events.user_id,
+        events.anonymous_id,
+        lower(trim(events.email)) as email,
+        events.device_id,
+        events.occurred_at,
+        events.received_at,
+        events.source_id,
+        events.page_url,
+        events.page_path,
+        events.page_referrer,
+        events.page_title,
+        events.user_agent,
+        events.properties,
+        events.traits,
+        events.context
+    from events
+    inner join deciding_identifier on events.message_id = deciding_identifier.message_id
+    inner join resolved on deciding_identifier.node_id = resolved.node_id
 
 )
 

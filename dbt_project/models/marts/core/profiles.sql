@@ -1,5 +1,14 @@
--- One row per customer profile.
+-- One row per customer profile, with the merged traits of its identify calls (latest non-null
+-- value per key, from traits and context.traits).
+{%- set anchor = identity_anchor_type() %}
+
 with
+
+identifiers as (
+
+    select * from {{ ref('int_identity_resolved') }}
+
+),
 
 profile_events as (
 
@@ -7,16 +16,59 @@ profile_events as (
 
 ),
 
+identifies as (
+
+    select message_id, profile_id, occurred_at, traits, {{ json_extract_path('context', ['traits']) }} as context_traits
+    from profile_events
+    where message_type = 'identify'
+
+),
+
+trait_entries as (
+
+    select profile_id, occurred_at, message_id, entry_key, entry_value, 2 as source_rank
+    from ({{ json_entries('identifies', 'context_traits', ['profile_id', 'occurred_at', 'message_id']) }}) context_entries
+
+    union all
+
+    select profile_id, occurred_at, message_id, entry_key, entry_value, 1 as source_rank
+    from ({{ json_entries('identifies', 'traits', ['profile_id', 'occurred_at', 'message_id']) }}) trait_entries
+
+),
+
+latest_traits as (
+
+    select profile_id, entry_key, entry_value
+    from (
+        select
+            *,
+            row_number() over (
+                partition by profile_id, entry_key order by occurred_at desc, source_rank, message_id desc
+            ) as recency
+        from trait_entries
+    ) ranked
+    where recency = 1
+
+),
+
+merged_traits as (
+
+    select profile_id, {{ json_object_agg('entry_key', 'entry_value') }} as traits
+    from latest_traits
+    group by profile_id
+
+),
+
 latest_email as (
 
-    select profile_id, email
+    select profile_id, identifier_value as email
     from (
         select
             profile_id,
-            email,
-            row_number() over (partition by profile_id order by occurred_at desc, message_id) as recency
-        from profile_events
-        where email is not null
+            identifier_value,
+            row_number() over (partition by profile_id order by last_seen_at desc, identifier_value) as recency
+        from identifiers
+        where identifier_type = 'email'
     ) ranked
     where recency = 1
 
@@ -26,12 +78,23 @@ activity as (
 
     select
         profile_id,
-        max(resolved_user_id) as user_id,
         min(occurred_at) as first_seen_at,
         max(occurred_at) as last_seen_at,
-        count(*) as event_count,
-        count(distinct anonymous_id) as anonymous_id_count
+        count(*) as event_count
     from profile_events
+    group by profile_id
+
+),
+
+summary as (
+
+    select
+        profile_id,
+        {% if anchor %}max(case when identifier_type = '{{ anchor }}' then identifier_value end){% else %}cast(null as {{ dbt.type_string() }}){% endif %} as user_id,
+        min(first_seen_at) as first_identified_at,
+        count(*) as identifier_count,
+        sum(case when identifier_type = 'anonymous_id' then 1 else 0 end) as anonymous_id_count
+    from identifiers
     group by profile_id
 
 ),
@@ -39,15 +102,19 @@ activity as (
 final as (
 
     select
-        activity.profile_id,
-        activity.user_id,
+        summary.profile_id,
+        summary.user_id,
         latest_email.email,
-        activity.first_seen_at,
+        coalesce(activity.first_seen_at, summary.first_identified_at) as first_seen_at,
         activity.last_seen_at,
-        activity.event_count,
-        activity.anonymous_id_count
-    from activity
-    left join latest_email on activity.profile_id = latest_email.profile_id
+        coalesce(activity.event_count, 0) as event_count,
+        summary.identifier_count,
+        summary.anonymous_id_count,
+        merged_traits.traits
+    from summary
+    left join activity on summary.profile_id = activity.profile_id
+    left join latest_email on summary.profile_id = latest_email.profile_id
+    left join merged_traits on summary.profile_id = merged_traits.profile_id
 
 )
 

@@ -61,6 +61,10 @@ final as (
             {{ json_extract_string('traits', ['email']) }},
             {{ json_extract_string('context', ['traits', 'email']) }}
         ) as email,
+        coalesce(
+            {{ json_extract_string('traits', ['phone']) }},
+            {{ json_extract_string('context', ['traits', 'phone']) }}
+        ) as phone,
         {{ json_extract_string('context', ['device', 'id']) }} as device_id,
         {{ json_extract_string('context', ['userAgent']) }} as user_agent,
         {{ json_extract_string('context', ['ip']) }} as ip,

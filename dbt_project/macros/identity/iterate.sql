@@ -1,0 +1,198 @@
+{#-
+    Iterative graph algorithms for identity resolution, in portable SQL run round by round
+    with run_query. Work tables live next to the calling model (`<model>__<name>`) and are
+    dropped by the model's post-hook (identity_drop_work_tables). They only run in `dbt run`
+    / `dbt build`; elsewhere (parse, compile, docs) they return an empty relation of the
+    right shape so nothing heavy happens.
+-#}
+
+{% macro identity_iterating() -%}
+    {{ return(execute and flags.WHICH in ('run', 'build')) }}
+{%- endmacro %}
+
+{% macro identity_work_relation(name) -%}
+    {{ return(api.Relation.create(database=this.database, schema=this.schema, identifier=this.identifier ~ '__' ~ name, type='table')) }}
+{%- endmacro %}
+
+{% macro identity_replace_table(relation, sql) -%}
+    {% do adapter.drop_relation(relation) %}
+    {% do run_query(dbt.create_table_as(False, relation, sql)) %}
+{%- endmacro %}
+
+{% macro identity_drop_work_tables(names) -%}
+    {%- if identity_iterating() -%}
+        {%- for name in names -%}
+            {% do adapter.drop_relation(identity_work_relation(name)) %}
+        {%- endfor -%}
+    {%- endif -%}
+    select 1
+{%- endmacro %}
+
+{% macro identity_count(sql) -%}
+    {%- set result = run_query("select count(*) from (" ~ sql ~ ") counted") -%}
+    {{ return(result.columns[0].values()[0] | int) }}
+{%- endmacro %}
+
+
+{#-
+    Connected components by alternating large-star and small-star (Kiveris et al., "Connected
+    Components in MapReduce and Beyond", 2014): O(log n) rounds in practice, never one round
+    per hop. `edges` has columns node_a, node_b. Returns {relation, rounds}: the relation has
+    (node_id, component_id) for every node with an edge, component_id the smallest node id of
+    its component. Fails the build if it has not converged after var corral_identity_max_rounds.
+-#}
+{% macro connected_components(edges) -%}
+    {%- set result_relation = identity_work_relation('cc_result') -%}
+    {%- if not identity_iterating() -%}
+        {{ return({'relation': "(select cast(null as " ~ dbt.type_string() ~ ") as node_id, cast(null as " ~ dbt.type_string() ~ ") as component_id where 1 = 0)", 'rounds': 0}) }}
+    {%- endif -%}
+    {%- set starred = identity_work_relation('cc_edges_b') -%}
+    {#- Jinja forgets loop-local `set`s between iterations: the swapped tables live in a namespace -#}
+    {%- set state = namespace(rounds=0, done=false, current=identity_work_relation('cc_edges_a'), next=identity_work_relation('cc_edges_c')) -%}
+    {{ identity_replace_table(state.current, "
+        select distinct
+            case when node_a < node_b then node_a else node_b end as lo,
+            case when node_a < node_b then node_b else node_a end as hi
+        from " ~ edges ~ "
+        where node_a <> node_b") }}
+    {%- for round in range(var('corral_identity_max_rounds') | int) if not state.done -%}
+        {%- set current = state.current -%}
+        {%- set next = state.next -%}
+        {#- large-star: connect every larger neighbour of u to the smallest node of u's neighbourhood -#}
+        {{ identity_replace_table(starred, "
+            with adjacency as (
+                select lo as u, hi as v from " ~ current ~ "
+                union all
+                select hi as u, lo as v from " ~ current ~ "
+            ),
+            smallest as (
+                select u, min(v) as m from adjacency group by u
+            ),
+            linked as (
+                select adjacency.v as x, case when smallest.m < adjacency.u then smallest.m else adjacency.u end as y
+                from adjacency inner join smallest on adjacency.u = smallest.u
+                where adjacency.v > adjacency.u
+            )
+            select distinct
+                case when x < y then x else y end as lo,
+                case when x < y then y else x end as hi
+            from linked where x <> y") }}
+        {#- small-star: connect u and its smaller neighbours to the smallest of them -#}
+        {{ identity_replace_table(next, "
+            with adjacency as (
+                select lo as u, hi as v from " ~ starred ~ "
+                union all
+                select hi as u, lo as v from " ~ starred ~ "
+            ),
+            smaller as (
+                select u, min(v) as m from adjacency where v < u group by u
+            ),
+            linked as (
+                select adjacency.v as x, smaller.m as y
+                from adjacency inner join smaller on adjacency.u = smaller.u
+                where adjacency.v < adjacency.u
+                union all
+                select u as x, m as y from smaller
+            )
+            select distinct
+                case when x < y then x else y end as lo,
+                case when x < y then y else x end as hi
+            from linked where x <> y") }}
+        {%- set state.rounds = round + 1 -%}
+        {%- set changed = identity_count("(select lo, hi from " ~ next ~ " except select lo, hi from " ~ current ~ ") union all (select lo, hi from " ~ current ~ " except select lo, hi from " ~ next ~ ")") -%}
+        {%- set state.current = next -%}
+        {%- set state.next = current -%}
+        {%- if changed == 0 -%}{%- set state.done = true -%}{%- endif -%}
+    {%- endfor -%}
+    {%- if not state.done -%}
+        {{ exceptions.raise_compiler_error("identity resolution: connected components did not converge in " ~ state.rounds ~ " rounds (var corral_identity_max_rounds); the identity graph is unusual, raise the limit to finish") }}
+    {%- endif -%}
+    {{ identity_replace_table(result_relation, "
+        with adjacency as (
+            select lo as u, hi as v from " ~ state.current ~ "
+            union all
+            select hi as u, lo as v from " ~ state.current ~ "
+        )
+        select u as node_id, case when min(v) < u then min(v) else u end as component_id
+        from adjacency group by u") }}
+    {% do adapter.drop_relation(identity_work_relation('cc_edges_a')) %}
+    {% do adapter.drop_relation(identity_work_relation('cc_edges_b')) %}
+    {% do adapter.drop_relation(identity_work_relation('cc_edges_c')) %}
+    {{ log("identity resolution: connected components converged in " ~ state.rounds ~ " round(s)", info=True) }}
+    {{ return({'relation': result_relation, 'rounds': state.rounds}) }}
+{%- endmacro %}
+
+
+{#-
+    Earliest-arrival label propagation inside components that hold more than one anchor (two
+    user ids). Every anchor is a source carrying its own label; each round a node takes the
+    neighbour label that arrives first, where a label's arrival over a path is the latest edge
+    on it (the moment the path existed), edges ordered by (time, rank); a node passes on only
+    the label it holds, so a label never crosses a node that belongs to another anchor. A node
+    weighs only what its neighbours offer now (never its own earlier pick, which may have lost
+    its support), so the rounds settle nodes in order of arrival, as replaying edges in time
+    order would.
+    `nodes` has (node_id, is_anchor); `edges` has (node_a, node_b, linked_at, link_rank).
+    Returns {relation, rounds}: (node_id, anchor_id).
+-#}
+{% macro earliest_arrival_labels(nodes, edges) -%}
+    {%- set result_relation = identity_work_relation('ea_result') -%}
+    {%- if not identity_iterating() -%}
+        {{ return({'relation': "(select cast(null as " ~ dbt.type_string() ~ ") as node_id, cast(null as " ~ dbt.type_string() ~ ") as anchor_id where 1 = 0)", 'rounds': 0}) }}
+    {%- endif -%}
+    {%- set state = namespace(rounds=0, done=false, current=identity_work_relation('ea_labels_a'), next=identity_work_relation('ea_labels_b')) -%}
+    {%- set adjacency = identity_work_relation('ea_adjacency') -%}
+    {{ identity_replace_table(adjacency, "
+        select node_a as src, node_b as dst, linked_at, link_rank from " ~ edges ~ "
+        union all
+        select node_b as src, node_a as dst, linked_at, link_rank from " ~ edges) }}
+    {#- arrival null = there from the start (an anchor) -#}
+    {{ identity_replace_table(state.current, "
+        select node_id, node_id as anchor_id,
+            cast(null as " ~ dbt.type_timestamp() ~ ") as arrived_at, cast(null as " ~ dbt.type_string() ~ ") as arrived_rank
+        from " ~ nodes ~ " where is_anchor") }}
+    {%- for round in range(var('corral_identity_max_conflict_rounds') | int) if not state.done -%}
+        {%- set current = state.current -%}
+        {%- set next = state.next -%}
+        {{ identity_replace_table(next, "
+            with offers as (
+                select
+                    adjacency.dst as node_id,
+                    labels.anchor_id,
+                    case when labels.arrived_at is null or adjacency.linked_at > labels.arrived_at
+                              or (adjacency.linked_at = labels.arrived_at and adjacency.link_rank > labels.arrived_rank)
+                         then adjacency.linked_at else labels.arrived_at end as arrived_at,
+                    case when labels.arrived_at is null or adjacency.linked_at > labels.arrived_at
+                              or (adjacency.linked_at = labels.arrived_at and adjacency.link_rank > labels.arrived_rank)
+                         then adjacency.link_rank else labels.arrived_rank end as arrived_rank
+                from " ~ adjacency ~ " as adjacency
+                inner join " ~ current ~ " as labels on adjacency.src = labels.node_id
+                union all
+                select node_id, anchor_id, arrived_at, arrived_rank from " ~ current ~ " where arrived_at is null
+            ),
+            ranked as (
+                select offers.*,
+                    row_number() over (
+                        partition by node_id
+                        order by case when arrived_at is null then 0 else 1 end, arrived_at, arrived_rank, anchor_id
+                    ) as preference
+                from offers
+            )
+            select node_id, anchor_id, arrived_at, arrived_rank from ranked where preference = 1") }}
+        {%- set state.rounds = round + 1 -%}
+        {%- set columns = "node_id, anchor_id, arrived_at, arrived_rank" -%}
+        {%- set changed = identity_count("(select " ~ columns ~ " from " ~ next ~ " except select " ~ columns ~ " from " ~ current ~ ") union all (select " ~ columns ~ " from " ~ current ~ " except select " ~ columns ~ " from " ~ next ~ ")") -%}
+        {%- set state.current = next -%}
+        {%- set state.next = current -%}
+        {%- if changed == 0 -%}{%- set state.done = true -%}{%- endif -%}
+    {%- endfor -%}
+    {%- if not state.done -%}
+        {{ exceptions.raise_compiler_error("identity resolution: resolving conflicting anchors did not converge in " ~ state.rounds ~ " rounds (var corral_identity_max_conflict_rounds)") }}
+    {%- endif -%}
+    {{ identity_replace_table(result_relation, "select node_id, anchor_id from " ~ state.current) }}
+    {% do adapter.drop_relation(identity_work_relation('ea_labels_a')) %}
+    {% do adapter.drop_relation(identity_work_relation('ea_labels_b')) %}
+    {% do adapter.drop_relation(adjacency) %}
+    {{ log("identity resolution: conflicting anchors resolved in " ~ state.rounds ~ " round(s)", info=True) }}
+    {{ return({'relation': result_relation, 'rounds': state.rounds}) }}
+{%- endmacro %}
