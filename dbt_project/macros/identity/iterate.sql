@@ -131,7 +131,9 @@
     the label it holds, so a label never crosses a node that belongs to another anchor. A node
     weighs only what its neighbours offer now (never its own earlier pick, which may have lost
     its support), so the rounds settle nodes in order of arrival, as replaying edges in time
-    order would.
+    order would. Two different labels can only tie on (arrival, rank) while one of them is
+    stale, circling a loop of equally old links; hop counts break those ties (a stale label
+    gains hops each time round), so the rounds always converge.
     `nodes` has (node_id, is_anchor); `edges` has (node_a, node_b, linked_at, link_rank).
     Returns {relation, rounds}: (node_id, anchor_id).
 -#}
@@ -149,7 +151,8 @@
     {#- arrival null = there from the start (an anchor) -#}
     {{ identity_replace_table(state.current, "
         select node_id, node_id as anchor_id,
-            cast(null as " ~ dbt.type_timestamp() ~ ") as arrived_at, cast(null as " ~ dbt.type_string() ~ ") as arrived_rank
+            cast(null as " ~ dbt.type_timestamp() ~ ") as arrived_at, cast(null as " ~ dbt.type_string() ~ ") as arrived_rank,
+            0 as arrived_hops
         from " ~ nodes ~ " where is_anchor") }}
     {%- for round in range(var('corral_identity_max_conflict_rounds') | int) if not state.done -%}
         {%- set current = state.current -%}
@@ -164,23 +167,24 @@
                          then adjacency.linked_at else labels.arrived_at end as arrived_at,
                     case when labels.arrived_at is null or adjacency.linked_at > labels.arrived_at
                               or (adjacency.linked_at = labels.arrived_at and adjacency.link_rank > labels.arrived_rank)
-                         then adjacency.link_rank else labels.arrived_rank end as arrived_rank
+                         then adjacency.link_rank else labels.arrived_rank end as arrived_rank,
+                    labels.arrived_hops + 1 as arrived_hops
                 from " ~ adjacency ~ " as adjacency
                 inner join " ~ current ~ " as labels on adjacency.src = labels.node_id
                 union all
-                select node_id, anchor_id, arrived_at, arrived_rank from " ~ current ~ " where arrived_at is null
+                select node_id, anchor_id, arrived_at, arrived_rank, arrived_hops from " ~ current ~ " where arrived_at is null
             ),
             ranked as (
                 select offers.*,
                     row_number() over (
                         partition by node_id
-                        order by case when arrived_at is null then 0 else 1 end, arrived_at, arrived_rank, anchor_id
+                        order by case when arrived_at is null then 0 else 1 end, arrived_at, arrived_rank, arrived_hops, anchor_id
                     ) as preference
                 from offers
             )
-            select node_id, anchor_id, arrived_at, arrived_rank from ranked where preference = 1") }}
+            select node_id, anchor_id, arrived_at, arrived_rank, arrived_hops from ranked where preference = 1") }}
         {%- set state.rounds = round + 1 -%}
-        {%- set columns = "node_id, anchor_id, arrived_at, arrived_rank" -%}
+        {%- set columns = "node_id, anchor_id, arrived_at, arrived_rank, arrived_hops" -%}
         {%- set changed = identity_count("(select " ~ columns ~ " from " ~ next ~ " except select " ~ columns ~ " from " ~ current ~ ") union all (select " ~ columns ~ " from " ~ current ~ " except select " ~ columns ~ " from " ~ next ~ ")") -%}
         {%- set state.current = next -%}
         {%- set state.next = current -%}
