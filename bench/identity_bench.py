@@ -340,7 +340,7 @@ def component_round_times(home: CorralHome) -> tuple[list[float], float]:
             sql = " ".join(statement)
             seconds = float(m.group(1))
             created = CREATED_TABLE.search(sql)
-            target = created.group(1) if created else ""
+            target = created.group(1).replace('"', "") if created else ""
             if target.endswith("__cc_edges_b"):  # large-star: a new round
                 rounds.append(seconds)
             elif rounds and (target.endswith(("__cc_edges_a", "__cc_edges_c")) or "count(*)" in sql):

@@ -2,7 +2,7 @@
 
 It replays the identity graph's edges one by one in time order, as the rules in
 dbt_project/models/intermediate/identity/_identity__models.yml state them: union-find where a
-merge that would put two user ids in one profile does not happen. The SQL computes the same
+merge that would break a limit (by default: two user ids in one profile) does not happen. The SQL computes the same
 thing set-wise (components, then earliest-arrival labels); tests compare the two.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 PRIORITY = {"user_id": 1, "email": 2, "phone": 3, "device_id": 4, "anonymous_id": 5}
 BLOCKED = {"", "null", "undefined", "none", "nil", "unknown", "anonymous", "anonymousid", "0", "-1"}
 SEEDED = {("email", "test@example.com"), ("email", "noreply@example.com"), ("*", "guest")}
-ANCHOR = "user_id"
+DEFAULT_LIMITS = {"user_id": 1}
 
 Identifier = tuple[str, str]
 
@@ -81,8 +81,11 @@ class Resolution:
         return self.profile_of[deciding]
 
 
-def resolve(messages: Iterable[tuple[datetime, dict[str, Any]]]) -> Resolution:
-    """`messages`: (time the message occurred, Segment message) pairs, deduplicated."""
+def resolve(messages: Iterable[tuple[datetime, dict[str, Any]]], limits: dict[str, int] | None = None) -> Resolution:
+    """`messages`: (time the message occurred, Segment message) pairs, deduplicated. `limits`:
+    at most this many identifiers of a type per profile (default: one user id)."""
+    limits = DEFAULT_LIMITS if limits is None else limits
+    anchor_type = min(limits, key=PRIORITY.__getitem__) if limits else None
     first_seen: dict[Identifier, datetime] = {}
     edge_time: dict[tuple[Identifier, Identifier], datetime] = {}
     for at, message in messages:
@@ -99,7 +102,7 @@ def resolve(messages: Iterable[tuple[datetime, dict[str, Any]]]) -> Resolution:
         return (edge_time[edge], high, low, node_id(a), node_id(b))
 
     parent = {identifier: identifier for identifier in first_seen}
-    anchor: dict[Identifier, Identifier | None] = {i: (i if i[0] == ANCHOR else None) for i in first_seen}
+    counts = {i: {kind: int(i[0] == kind) for kind in limits} for i in first_seen}
 
     def find(x: Identifier) -> Identifier:
         while parent[x] != x:
@@ -109,17 +112,18 @@ def resolve(messages: Iterable[tuple[datetime, dict[str, Any]]]) -> Resolution:
 
     for a, b in sorted(edge_time, key=order):
         ra, rb = find(a), find(b)
-        if ra == rb or (anchor[ra] is not None and anchor[rb] is not None):
-            continue  # same profile already, or the merge would hold two user ids
+        if ra == rb or any(counts[ra][kind] + counts[rb][kind] > limit for kind, limit in limits.items()):
+            continue  # same profile already, or the merge would break a limit
         parent[rb] = ra
-        anchor[ra] = anchor[ra] or anchor[rb]
+        counts[ra] = {kind: counts[ra][kind] + counts[rb][kind] for kind in limits}
 
     members: dict[Identifier, list[Identifier]] = {}
     for identifier in first_seen:
         members.setdefault(find(identifier), []).append(identifier)
     profile_of = {}
-    for root, group in members.items():
-        key = anchor[root] or min(group, key=lambda i: (first_seen[i], PRIORITY[i[0]], node_id(i)))
+    for group in members.values():
+        # named for its earliest anchor-type identifier (user id), else its earliest identifier
+        key = min(group, key=lambda i: (i[0] != anchor_type, first_seen[i], PRIORITY[i[0]], node_id(i)))
         for identifier in group:
             profile_of[identifier] = node_id(key)
     return Resolution(profile_of, first_seen)

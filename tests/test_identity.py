@@ -41,13 +41,16 @@ class Scenario:
         self.messages.append((at, message))
         return message
 
-    def build(self, home: CorralHome, name: str) -> None:
+    def build(self, home: CorralHome, name: str, limits: dict[str, int] | None = None) -> None:
         path = home.root.parent / f"{name}.ndjson"
         path.write_text("".join(json.dumps(m) + "\n" for _, m in self.messages))
         with closing(connect(home)) as con:
             load_files(con, [path], skip_invalid=True)
         # a low round limit: a regression that stops converging fails here in seconds, not hours
-        run_dbt(home, ["build", "--select", *IDENTITY_MODELS], dbt_vars={"corral_identity_max_conflict_rounds": 200}, echo=lambda line: None)
+        dbt_vars: dict[str, Any] = {"corral_identity_max_conflict_rounds": 200}
+        if limits is not None:
+            dbt_vars["corral_identifier_limits"] = limits
+        run_dbt(home, ["build", "--select", *IDENTITY_MODELS], dbt_vars=dbt_vars, echo=lambda line: None)
 
 
 def query(home: CorralHome, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -246,16 +249,17 @@ def graph(draw: st.DrawFn, name: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 # Each example is one dbt build over 40 random graphs; CORRAL_IDENTITY_EXAMPLES=50 for a longer hunt.
-@settings(max_examples=int(os.environ.get("CORRAL_IDENTITY_EXAMPLES", "3")), deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(graphs=st.lists(st.integers(), min_size=40, max_size=40).flatmap(lambda seeds: st.tuples(*(graph(f"g{i}") for i in range(len(seeds))))))
-def test_sql_matches_the_reference_on_random_graphs(graphs: tuple[list[tuple[int, dict[str, Any]]], ...], tmp_path_factory: pytest.TempPathFactory) -> None:
-    home = CorralHome(tmp_path_factory.mktemp("random") / "home")
+EXAMPLES = int(os.environ.get("CORRAL_IDENTITY_EXAMPLES", "3"))
+forty_graphs = st.tuples(*(graph(f"g{i}") for i in range(40)))
+
+
+def check_against_reference(graphs: tuple[list[tuple[int, dict[str, Any]]], ...], home: CorralHome, limits: dict[str, int] | None) -> None:
     scenario = Scenario()
     for messages in graphs:
         for minute, message in messages:
             scenario.add(minute, **{k: v for k, v in message.items() if k != "type"}, kind=message["type"])
-    scenario.build(home, "random")
-    expected = resolve(scenario.messages)
+    scenario.build(home, "random", limits)
+    expected = resolve(scenario.messages, limits)
     got = {(t, v): p for t, v, p in query(home, "select identifier_type, identifier_value, profile_id from marts.profile_identifiers")}
     wrong = sorted(k for k in set(got) | set(expected.profile_of) if got.get(k) != expected.profile_of.get(k))
     if wrong:  # show the first graph that disagrees, whole, so it can be replayed by hand
@@ -265,3 +269,32 @@ def test_sql_matches_the_reference_on_random_graphs(graphs: tuple[list[tuple[int
     for _, message in scenario.messages:
         if identifiers(message):
             assert event_profile(home, message) == expected.profile_of_message(message)
+
+
+PROPERTY = settings(
+    max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@PROPERTY
+@given(graphs=forty_graphs)
+def test_sql_matches_the_reference_on_random_graphs(graphs: tuple[list[tuple[int, dict[str, Any]]], ...], tmp_path_factory: pytest.TempPathFactory) -> None:
+    check_against_reference(graphs, CorralHome(tmp_path_factory.mktemp("random") / "home"), None)
+
+
+@PROPERTY
+@given(graphs=forty_graphs)
+def test_sql_matches_the_reference_with_other_limits(graphs: tuple[list[tuple[int, dict[str, Any]]], ...], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two user ids and one email per profile: resolved by replaying links, not by labels."""
+    check_against_reference(graphs, CorralHome(tmp_path_factory.mktemp("limits") / "home"), {"user_id": 2, "email": 1})
+
+
+def test_bad_limits_fail_the_build_naming_the_var(tmp_path: Path) -> None:
+    home = CorralHome(tmp_path / "home")
+    scenario = Scenario()
+    scenario.add(1, anonymousId="x")
+    with pytest.raises(Exception, match="dbt build failed"):
+        scenario.build(home, "bad", {"user_id": 0})
+    log = (home.root / "dbt" / "logs" / "dbt.log").read_text()
+    assert "var corral_identifier_limits: the limit for 'user_id' must be a whole number of at least 1" in log

@@ -26,21 +26,39 @@
     {{ return(identity_types().index(type) + 1) }}
 {%- endmacro %}
 
-{#- The one identifier type limited to one value per profile (default user_id), or none. -#}
-{% macro identity_anchor_type() -%}
+{#- Limits per profile: {type: max identifiers of that type}, validated. -#}
+{% macro identity_limits() -%}
     {%- set limits = var('corral_identifier_limits') -%}
-    {%- if limits is none or limits == {} -%}{{ return(none) }}{%- endif -%}
+    {%- if limits is none -%}{{ return({}) }}{%- endif -%}
     {%- if limits is not mapping -%}
-        {{ exceptions.raise_compiler_error("var corral_identifier_limits must map an identifier type to its limit, e.g. {user_id: 1}; got: " ~ limits) }}
+        {{ exceptions.raise_compiler_error("var corral_identifier_limits must map identifier types to their limit per profile, e.g. {user_id: 1, email: 3}; got: " ~ limits) }}
     {%- endif -%}
-    {%- if limits | length > 1 or (limits.values() | list)[0] != 1 -%}
-        {{ exceptions.raise_compiler_error("var corral_identifier_limits: only one limited identifier type with a limit of 1 is supported so far; got: " ~ limits) }}
-    {%- endif -%}
-    {%- set anchor = (limits.keys() | list)[0] -%}
-    {%- if anchor not in identity_types() -%}
-        {{ exceptions.raise_compiler_error("var corral_identifier_limits names '" ~ anchor ~ "', which is not in corral_identifier_priority") }}
-    {%- endif -%}
-    {{ return(anchor) }}
+    {%- for type, limit in limits.items() -%}
+        {%- if type not in identity_types() -%}
+            {{ exceptions.raise_compiler_error("var corral_identifier_limits names '" ~ type ~ "', which is not in corral_identifier_priority (" ~ identity_types() | join(', ') ~ ")") }}
+        {%- endif -%}
+        {%- if limit is not number or limit < 1 or limit != limit | int -%}
+            {{ exceptions.raise_compiler_error("var corral_identifier_limits: the limit for '" ~ type ~ "' must be a whole number of at least 1; got: " ~ limit) }}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(limits) }}
+{%- endmacro %}
+
+{#- The anchor type: the highest-priority limited type (default user_id). A profile is named
+    for its earliest identifier of this type; none when nothing is limited. -#}
+{% macro identity_anchor_type() -%}
+    {%- set limits = identity_limits() -%}
+    {%- for type in identity_types() if type in limits -%}
+        {{ return(type) }}
+    {%- endfor -%}
+    {{ return(none) }}
+{%- endmacro %}
+
+{#- True for the default shape of limits (one type, at most one per profile), which has a fast
+    set-based resolution; any other limits are resolved by replaying links in time order. -#}
+{% macro identity_single_anchor() -%}
+    {%- set limits = identity_limits() -%}
+    {{ return(limits | length == 1 and (limits.values() | list)[0] == 1) }}
 {%- endmacro %}
 
 {#- A value that must never become an identifier: the configured list (case-insensitive), or

@@ -200,3 +200,78 @@
     {{ log("identity resolution: conflicting anchors resolved in " ~ state.rounds ~ " round(s)", info=True) }}
     {{ return({'relation': result_relation, 'rounds': state.rounds}) }}
 {%- endmacro %}
+
+
+{#-
+    Replays links in time order inside the components that break a limit, for limits other
+    than a single one-per-profile type (e.g. {user_id: 1, email: 2}): round r applies the r-th
+    link of every such component at once (components never interact), merging the two sides'
+    clusters unless the merged cluster would hold more identifiers of a limited type than
+    allowed. Rounds = links in the largest such component. `nodes` has (node_id,
+    identifier_type); `edges` has (node_a, node_b, linked_at, link_rank, component_id).
+    Returns {relation, rounds}: (node_id, cluster_id).
+-#}
+{% macro replay_limited_merges(nodes, edges, limits) -%}
+    {%- set result_relation = identity_work_relation('rp_result') -%}
+    {%- if not identity_iterating() -%}
+        {{ return({'relation': "(select cast(null as " ~ dbt.type_string() ~ ") as node_id, cast(null as " ~ dbt.type_string() ~ ") as cluster_id where 1 = 0)", 'rounds': 0}) }}
+    {%- endif -%}
+    {%- set ordered = identity_work_relation('rp_edges') -%}
+    {{ identity_replace_table(ordered, "
+        select node_a, node_b,
+            row_number() over (partition by component_id order by linked_at, link_rank) as link_number
+        from " ~ edges) }}
+    {%- set rounds = run_query("select coalesce(max(link_number), 0) from " ~ ordered).columns[0].values()[0] | int -%}
+    {%- if rounds > var('corral_identity_max_conflict_rounds') | int -%}
+        {{ exceptions.raise_compiler_error("identity resolution: a component breaking a limit has " ~ rounds ~ " links to replay, more than var corral_identity_max_conflict_rounds") }}
+    {%- endif -%}
+    {%- set breaks -%}
+        {%- for type, limit in limits.items() -%}
+            (identifier_type = '{{ type }}' and total > {{ limit }}){% if not loop.last %} or {% endif %}
+        {%- endfor -%}
+    {%- endset -%}
+    {%- set state = namespace(current=identity_work_relation('rp_clusters_a'), next=identity_work_relation('rp_clusters_b')) -%}
+    {{ identity_replace_table(state.current, "select node_id, identifier_type, node_id as cluster_id from " ~ nodes) }}
+    {%- for link in range(1, rounds + 1) -%}
+        {{ identity_replace_table(state.next, "
+            with link as (
+                select node_a, node_b from " ~ ordered ~ " where link_number = " ~ link ~ "
+            ),
+            sides as (
+                select a.cluster_id as cluster_a, b.cluster_id as cluster_b
+                from link
+                inner join " ~ state.current ~ " as a on link.node_a = a.node_id
+                inner join " ~ state.current ~ " as b on link.node_b = b.node_id
+                where a.cluster_id <> b.cluster_id
+            ),
+            merged_counts as (
+                select sides.cluster_a, sides.cluster_b, members.identifier_type, count(*) as total
+                from sides
+                inner join " ~ state.current ~ " as members
+                    on members.cluster_id = sides.cluster_a or members.cluster_id = sides.cluster_b
+                group by sides.cluster_a, sides.cluster_b, members.identifier_type
+            ),
+            refused as (
+                select distinct cluster_a, cluster_b from merged_counts where " ~ breaks ~ "
+            ),
+            merges as (
+                select sides.cluster_a, sides.cluster_b,
+                    case when sides.cluster_a < sides.cluster_b then sides.cluster_a else sides.cluster_b end as merged_into
+                from sides
+                left join refused on sides.cluster_a = refused.cluster_a and sides.cluster_b = refused.cluster_b
+                where refused.cluster_a is null
+            )
+            select clusters.node_id, clusters.identifier_type, coalesce(merges.merged_into, clusters.cluster_id) as cluster_id
+            from " ~ state.current ~ " as clusters
+            left join merges on clusters.cluster_id = merges.cluster_a or clusters.cluster_id = merges.cluster_b") }}
+        {%- set swap = state.current -%}
+        {%- set state.current = state.next -%}
+        {%- set state.next = swap -%}
+    {%- endfor -%}
+    {{ identity_replace_table(result_relation, "select node_id, cluster_id from " ~ state.current) }}
+    {% do adapter.drop_relation(identity_work_relation('rp_clusters_a')) %}
+    {% do adapter.drop_relation(identity_work_relation('rp_clusters_b')) %}
+    {% do adapter.drop_relation(ordered) %}
+    {{ log("identity resolution: replayed " ~ rounds ~ " link(s) in components that break a limit", info=True) }}
+    {{ return({'relation': result_relation, 'rounds': rounds}) }}
+{%- endmacro %}
