@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -123,7 +124,6 @@ class Result:
     nx_cc_s: float | None = None
     nx_note: str = ""
     python_maxrss_mb: float = 0.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def nx_s(self) -> float | None:
@@ -267,7 +267,8 @@ def generate(home: CorralHome, shape: Shape, seed: int) -> tuple[int, float]:
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MODEL_LINE = re.compile(r"OK created sql \w+ model \w+\.(\w+)\s.*\[\w+ in ([0-9.]+)s\]")
 CC_LINE = re.compile(r"connected components converged in (\d+) round")
-CONFLICT_LINE = re.compile(r"conflicting anchors resolved in (\d+) round")
+# default limits ({user_id: 1}): earliest-arrival label rounds; any other limits: links replayed
+CONFLICT_LINE = re.compile(r"conflicting anchors resolved in (\d+) round|replayed (\d+) link")
 FINISHED_LINE = re.compile(r"Finished running .* \(([0-9.]+)s\)")
 LOG_STATEMENT = re.compile(r"\]: On model\.corral\.(\w+): ")
 CREATED_TABLE = re.compile(r"create\s+(?:temporary\s+)?table\s+(\S+)", re.IGNORECASE)
@@ -309,7 +310,7 @@ def run_identity_dbt(home: CorralHome, echo: Callable[[str], None]) -> DbtRun:
         if m := CC_LINE.search(line):
             cc_rounds = int(m.group(1))
         if m := CONFLICT_LINE.search(line):
-            conflict_rounds = int(m.group(1))
+            conflict_rounds = int(m.group(1) or m.group(2))
     missing = [m for m in [STAGING_MODEL, *IDENTITY_MODELS] if m not in model_s]
     if missing:
         print("\n".join(lines), file=sys.stderr)
@@ -490,6 +491,7 @@ def bench_size(n: int, opts: argparse.Namespace, work: Path, echo: Callable[[str
     result.python_maxrss_mb = self_maxrss_mb()
     del graph
     gc.collect()
+    shutil.rmtree(home.root, ignore_errors=True)
     return result
 
 
@@ -554,7 +556,8 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
         f"- faster than Python union-find at 5M identifiers: "
         + (
             f"**{'met' if faster else 'not met'}** at {largest.identifiers:,} identifiers "
-            f"(dbt identity models {ld.identity_s:.2f} s vs union-find {largest.uf_s:.2f} s, ratio {largest.uf_s / ld.identity_s:.2f})"
+            f"(dbt identity models {ld.identity_s:.2f} s vs union-find {largest.uf_s:.2f} s: dbt takes "
+            f"{ld.identity_s / largest.uf_s:.0f}× as long)"
             + ("" if at_5m else " — not measured at 5M in this run")
         ),
     ]
@@ -566,6 +569,17 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
             f"{opts.chains} chains of {opts.chain_hops:,} hops alone: {nodes:,} nodes, {edges:,} edges; "
             f"with everything else: {', '.join(str(r.dbt.cc_rounds) for r in results if r.dbt)} rounds)"
         )
+    slowest = max(IDENTITY_MODELS, key=lambda m: ld.model_s[m])
+    per_round = sum(ld.cc_round_s) / len(ld.cc_round_s) if ld.cc_round_s else 0.0
+    where = (
+        f"Where the dbt time goes at {largest.identifiers:,} identifiers: `{slowest}` takes "
+        f"{ld.model_s[slowest]:.1f} s of {ld.identity_s:.1f} s ({ld.model_s[slowest] / ld.identity_s:.0%})"
+        + (
+            f"; its {len(ld.cc_round_s)} rounds average {per_round:.1f} s each."
+            if slowest == "int_identity_components" and ld.cc_round_s
+            else "."
+        )
+    )
     cpus = os.cpu_count()
     return (
         f"{BEGIN}\n## Identity resolution: dbt models vs Python union-find\n\n"
@@ -579,6 +593,8 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
         + "\n\nTargets (spec):\n\n"
         + "\n".join(target_lines)
         + "\n\n"
+        + where
+        + "\n\n"
         "dbt identity models = the sum of dbt's own times for the five models after staging "
         "(extracted, nodes, edges, components, resolved), as its log lines report them. The union-find "
         "and networkx baselines find connected components only, in one Python process, over the same "
@@ -590,7 +606,9 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
         "sharing a device or email (conflict components), large profiles of 200-800 identifiers "
         "(every fifth a kiosk device shared by 10 user ids), "
         f"{opts.chains} chains of {opts.chain_hops:,} hops, and junk values "
-        "(undefined, null, guest, 0, all-zero device ids) that must not link anyone.\n"
+        "(undefined, null, guest, 0, all-zero device ids) that must not link anyone. The machine is "
+        "shared: absolute times move between runs (up to about 2x for the same model), so compare "
+        "numbers from one run.\n"
         f"{END}"
     )
 
