@@ -46,20 +46,26 @@
     {%- if not identity_iterating() -%}
         {{ return({'relation': "(select cast(null as " ~ dbt.type_string() ~ ") as node_id, cast(null as " ~ dbt.type_string() ~ ") as component_id where 1 = 0)", 'rounds': 0}) }}
     {%- endif -%}
-    {%- set starred = identity_work_relation('cc_edges_b') -%}
-    {#- Jinja forgets loop-local `set`s between iterations: the swapped tables live in a namespace -#}
-    {%- set state = namespace(rounds=0, done=false, current=identity_work_relation('cc_edges_a'), next=identity_work_relation('cc_edges_c')) -%}
+    {%- set done = identity_work_relation('cc_done') -%}
+    {%- set roots = identity_work_relation('cc_roots') -%}
+    {#- Jinja forgets loop-local `set`s between iterations: the rotating tables live in a namespace -#}
+    {%- set state = namespace(
+        rounds=0, done=false,
+        current=identity_work_relation('cc_edges_a'), spare=identity_work_relation('cc_edges_b'), next=identity_work_relation('cc_edges_c')
+    ) -%}
     {{ identity_replace_table(state.current, "
         select distinct
             case when node_a < node_b then node_a else node_b end as lo,
             case when node_a < node_b then node_b else node_a end as hi
         from " ~ edges ~ "
         where node_a <> node_b") }}
+    {{ identity_replace_table(done, "select lo, hi from " ~ state.current ~ " where 1 = 0") }}
     {%- for round in range(var('corral_identity_max_rounds') | int) if not state.done -%}
         {%- set current = state.current -%}
+        {%- set spare = state.spare -%}
         {%- set next = state.next -%}
         {#- large-star: connect every larger neighbour of u to the smallest node of u's neighbourhood -#}
-        {{ identity_replace_table(starred, "
+        {{ identity_replace_table(spare, "
             with adjacency as (
                 select lo as u, hi as v from " ~ current ~ "
                 union all
@@ -80,9 +86,9 @@
         {#- small-star: connect u and its smaller neighbours to the smallest of them -#}
         {{ identity_replace_table(next, "
             with adjacency as (
-                select lo as u, hi as v from " ~ starred ~ "
+                select lo as u, hi as v from " ~ spare ~ "
                 union all
-                select hi as u, lo as v from " ~ starred ~ "
+                select hi as u, lo as v from " ~ spare ~ "
             ),
             smaller as (
                 select u, min(v) as m from adjacency where v < u group by u
@@ -98,26 +104,53 @@
                 case when x < y then x else y end as lo,
                 case when x < y then y else x end as hi
             from linked where x <> y") }}
+        {#- a finished star (its centre is the component's smallest node, every other node hangs
+            off it alone) never changes again: set it aside so later rounds only touch what is
+            still unsettled, such as long chains -#}
+        {{ identity_replace_table(roots, "
+            with ends as (
+                select lo as node from " ~ next ~ "
+                union all
+                select hi as node from " ~ next ~ "
+            ),
+            degrees as (
+                select node, count(*) as degree from ends group by node
+            ),
+            centres as (
+                select edges.lo as root, max(degrees.degree) as widest_leaf
+                from " ~ next ~ " as edges inner join degrees on edges.hi = degrees.node
+                group by edges.lo
+            )
+            select root from centres
+            where widest_leaf = 1 and root not in (select hi from " ~ next ~ ")") }}
+        {% do run_query("insert into " ~ done ~ " (lo, hi) select lo, hi from " ~ next ~ " where lo in (select root from " ~ roots ~ ")") %}
+        {{ identity_replace_table(spare, "select lo, hi from " ~ next ~ " where lo not in (select root from " ~ roots ~ ")") }}
         {%- set state.rounds = round + 1 -%}
-        {%- set changed = identity_count("(select lo, hi from " ~ next ~ " except select lo, hi from " ~ current ~ ") union all (select lo, hi from " ~ current ~ " except select lo, hi from " ~ next ~ ")") -%}
-        {%- set state.current = next -%}
-        {%- set state.next = current -%}
-        {%- if changed == 0 -%}{%- set state.done = true -%}{%- endif -%}
+        {%- set remaining = identity_count("select 1 from " ~ spare) -%}
+        {%- set changed = remaining and identity_count("(select lo, hi from " ~ spare ~ " except select lo, hi from " ~ current ~ ") union all (select lo, hi from " ~ current ~ " except select lo, hi from " ~ spare ~ ")") -%}
+        {%- set state.current = spare -%}
+        {%- set state.spare = current -%}
+        {%- if remaining == 0 or changed == 0 -%}{%- set state.done = true -%}{%- endif -%}
     {%- endfor -%}
     {%- if not state.done -%}
         {{ exceptions.raise_compiler_error("identity resolution: connected components did not converge in " ~ state.rounds ~ " rounds (var corral_identity_max_rounds); the identity graph is unusual, raise the limit to finish") }}
     {%- endif -%}
     {{ identity_replace_table(result_relation, "
-        with adjacency as (
-            select lo as u, hi as v from " ~ state.current ~ "
+        with stars as (
+            select lo, hi from " ~ done ~ "
             union all
-            select hi as u, lo as v from " ~ state.current ~ "
+            select lo, hi from " ~ state.current ~ "
+        ),
+        adjacency as (
+            select lo as u, hi as v from stars
+            union all
+            select hi as u, lo as v from stars
         )
         select u as node_id, case when min(v) < u then min(v) else u end as component_id
         from adjacency group by u") }}
-    {% do adapter.drop_relation(identity_work_relation('cc_edges_a')) %}
-    {% do adapter.drop_relation(identity_work_relation('cc_edges_b')) %}
-    {% do adapter.drop_relation(identity_work_relation('cc_edges_c')) %}
+    {%- for name in ['cc_edges_a', 'cc_edges_b', 'cc_edges_c', 'cc_done', 'cc_roots'] -%}
+        {% do adapter.drop_relation(identity_work_relation(name)) %}
+    {%- endfor -%}
     {{ log("identity resolution: connected components converged in " ~ state.rounds ~ " round(s)", info=True) }}
     {{ return({'relation': result_relation, 'rounds': state.rounds}) }}
 {%- endmacro %}
