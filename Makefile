@@ -30,7 +30,10 @@ dev: $(STAMP)
 	DAGSTER_HOME=$(CORRAL_HOME)/dagster $(BIN)/dagster dev -m dagster_defs.definitions
 
 bench: $(STAMP)
+	@$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python bench/load_bench.py
+	$(BIN)/python bench/collector_bench.py
+	$(BIN)/python bench/identity_bench.py
 
 clean:
 	rm -rf $(VENV) .corral dbt_project/target dbt_project/logs *.egg-info
