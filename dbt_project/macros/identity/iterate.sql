@@ -28,6 +28,11 @@
     select 1
 {%- endmacro %}
 
+{#- An undirected edge list (lo, hi) as directed pairs (u, v), both ways. -#}
+{% macro both_directions(relation) -%}
+    select lo as u, hi as v from {{ relation }} union all select hi as u, lo as v from {{ relation }}
+{%- endmacro %}
+
 {% macro identity_count(sql) -%}
     {%- set result = run_query("select count(*) from (" ~ sql ~ ") counted") -%}
     {{ return(result.columns[0].values()[0] | int) }}
@@ -66,11 +71,7 @@
         {%- set next = state.next -%}
         {#- large-star: connect every larger neighbour of u to the smallest node of u's neighbourhood -#}
         {{ identity_replace_table(spare, "
-            with adjacency as (
-                select lo as u, hi as v from " ~ current ~ "
-                union all
-                select hi as u, lo as v from " ~ current ~ "
-            ),
+            with adjacency as (" ~ both_directions(current) ~ "),
             smallest as (
                 select u, min(v) as m from adjacency group by u
             ),
@@ -85,11 +86,7 @@
             from linked where x <> y") }}
         {#- small-star: connect u and its smaller neighbours to the smallest of them -#}
         {{ identity_replace_table(next, "
-            with adjacency as (
-                select lo as u, hi as v from " ~ spare ~ "
-                union all
-                select hi as u, lo as v from " ~ spare ~ "
-            ),
+            with adjacency as (" ~ both_directions(spare) ~ "),
             smaller as (
                 select u, min(v) as m from adjacency where v < u group by u
             ),
@@ -141,11 +138,7 @@
             union all
             select lo, hi from " ~ state.current ~ "
         ),
-        adjacency as (
-            select lo as u, hi as v from stars
-            union all
-            select hi as u, lo as v from stars
-        )
+        adjacency as (" ~ both_directions('stars') ~ ")
         select u as node_id, case when min(v) < u then min(v) else u end as component_id
         from adjacency group by u") }}
     {%- for name in ['cc_edges_a', 'cc_edges_b', 'cc_edges_c', 'cc_done', 'cc_roots'] -%}
