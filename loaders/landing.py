@@ -79,7 +79,6 @@ class LandingWriter:
         self._task: asyncio.Task[None] | None = None
         self._sequence = 0
         self._stopping = False
-        self.sealed: list[Path] = []
 
     def directory(self, source: str, rejected: bool = False) -> Path:
         return self.landing / REJECTED_DIR / source if rejected else self.landing / source
@@ -110,7 +109,7 @@ class LandingWriter:
         if self._task is not None and self._wake is not None:
             self._wake.set()
             await self._task
-        self.sealed += await asyncio.to_thread(self._seal, lambda s: True)
+        _log_sealed(await asyncio.to_thread(self._seal, lambda s: True))
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -122,7 +121,7 @@ class LandingWriter:
             self._wake.clear()
             current, self._round = self._round, _Round()
             try:
-                self.sealed += await asyncio.to_thread(self._commit, current.chunks)
+                _log_sealed(await asyncio.to_thread(self._commit, current.chunks))
             except Exception as exc:  # disk full, permissions: every waiter hears it
                 log.exception("landing write failed")
                 for waiter in current.waiters:
@@ -181,6 +180,11 @@ class LandingWriter:
                 if path is not None:
                     sealed.append(path)
         return sealed
+
+
+def _log_sealed(paths: list[Path]) -> None:
+    for path in paths:
+        log.info("sealed %s", path)
 
 
 def recover_orphans(landing: Path) -> list[Path]:

@@ -43,12 +43,6 @@ def epoch_us(value: Any) -> int | None:
     return (parsed - (EPOCH if parsed.tzinfo is None else EPOCH_UTC)) // MICROSECOND
 
 
-def parse_timestamp(value: Any) -> datetime | None:
-    """An ISO 8601 timestamp as naive UTC, or None if it is not one."""
-    micros = epoch_us(value)
-    return None if micros is None else EPOCH + timedelta(microseconds=micros)
-
-
 class RequestClock:
     """One request's receipt time and its caches: every message of a batch shares them, so a
     timestamp text is parsed once and a minute is formatted once."""

@@ -47,7 +47,7 @@ def landed(collector: CollectorProcess, where: str, params: list[Any]) -> list[d
         load_landing(con, home.landing)
         cursor = con.execute(f"select * from raw.events where {where} order by landing_file, landing_line", params)
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def rejected(collector: CollectorProcess, source: str) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ def test_segments_seal_by_size_and_by_age(tmp_path: Path) -> None:
         writer = LandingWriter(tmp_path / "landing", max_bytes=100, max_age_seconds=0.2)
         await writer.start()
         target = writer.directory("web")
-        for i in range(5):
+        for _ in range(5):
             await writer.append(target, b"x" * 60 + b"\n")
         await asyncio.sleep(0.1)
         by_size = len(list(target.glob("*.ndjson")))
