@@ -51,7 +51,8 @@ def cmd_collect(args: argparse.Namespace, home: CorralHome) -> int:
 
 def cmd_build(args: argparse.Namespace, home: CorralHome) -> int:
     dbt_vars = {"corral_as_of": args.as_of} if args.as_of else None
-    run_dbt(home, ["build", *(["--select", *args.select] if args.select else [])], dbt_vars=dbt_vars, echo=say)
+    selection = ["--select", *args.select] if args.select else []
+    run_dbt(home, ["build", *selection, *(["--full-refresh"] if args.full_refresh else [])], dbt_vars=dbt_vars, echo=say)
     return 0
 
 
@@ -151,6 +152,10 @@ def parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="dbt build: every model and its tests on the warehouse")
     build.add_argument("--select", nargs="+", help="dbt node selection (default: everything)")
     build.add_argument("--as-of", help="reproducible 'now' for windows, e.g. 2026-11-01 (default: the build time)")
+    build.add_argument(
+        "--full-refresh", action="store_true",
+        help="rebuild incremental models from scratch (needed after changing identity settings; history is kept)",
+    )
     build.set_defaults(run=cmd_build)
 
     sync = commands.add_parser("sync", help="run declared syncs (dbt exposures with meta.corral_sync)")

@@ -41,16 +41,25 @@ class Scenario:
         self.messages.append((at, message))
         return message
 
-    def build(self, home: CorralHome, name: str, limits: dict[str, int] | None = None) -> None:
-        path = home.root.parent / f"{name}.ndjson"
-        path.write_text("".join(json.dumps(m) + "\n" for _, m in self.messages))
-        with closing(connect(home)) as con:
-            load_files(con, [path], skip_invalid=True)
+    def build(self, home: CorralHome, name: str, limits: dict[str, int] | None = None, batches: int = 1, full_refresh: bool = False) -> None:
+        """Load and build; with `batches` > 1, message i goes in load i % batches, each load
+        followed by its own (incremental) build."""
+        for batch in range(batches):
+            path = home.root.parent / f"{name}-{batch}.ndjson"
+            path.write_text("".join(json.dumps(m) + "\n" for i, (_, m) in enumerate(self.messages) if i % batches == batch))
+            with closing(connect(home)) as con:
+                load_files(con, [path], skip_invalid=True)
+            self.run(home, limits)
+        if full_refresh:
+            self.run(home, limits, "--full-refresh")
+
+    @staticmethod
+    def run(home: CorralHome, limits: dict[str, int] | None, *flags: str) -> None:
         # a low round limit: a regression that stops converging fails here in seconds, not hours
         dbt_vars: dict[str, Any] = {"corral_identity_max_conflict_rounds": 200}
         if limits is not None:
             dbt_vars["corral_identifier_limits"] = limits
-        run_dbt(home, ["build", "--select", *IDENTITY_MODELS], dbt_vars=dbt_vars, echo=lambda line: None)
+        run_dbt(home, ["build", "--select", *IDENTITY_MODELS, *flags], dbt_vars=dbt_vars, echo=lambda line: None)
 
 
 def query(home: CorralHome, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -173,7 +182,7 @@ def test_a_chain_of_two_thousand_hops_is_one_profile_in_few_rounds(named: tuple[
     home, _ = named
     rows = query(home, """
         select count(distinct r.profile_id), count(*), max(c.resolution_rounds)
-        from intermediate.int_identity_resolved r join intermediate.int_identity_components c using (node_id)
+        from intermediate.int_identity_resolved r join intermediate.int_identity_components c using (node_number)
         where r.identifier_value like 'chain-%'""")
     assert rows == [(1, 2001, rows[0][2])]
     assert rows[0][2] < 20, f"{rows[0][2]} rounds for a 2,000-hop chain"
@@ -188,7 +197,7 @@ def test_no_work_tables_are_left_behind(named: tuple[CorralHome, dict[str, Any]]
 
 def test_named_cases_agree_with_the_reference(named: tuple[CorralHome, dict[str, Any]], tmp_path: Path) -> None:
     home, _ = named
-    messages = [json.loads(line) for line in (home.root.parent / "named.ndjson").read_text().splitlines()]
+    messages = [json.loads(line) for line in (home.root.parent / "named-0.ndjson").read_text().splitlines()]
     expected = resolve((datetime.fromisoformat(m["timestamp"].rstrip("Z")), m) for m in messages)
     got = {(t, v): p for t, v, p in query(home, "select identifier_type, identifier_value, profile_id from marts.profile_identifiers")}
     assert got == expected.profile_of
@@ -253,12 +262,12 @@ EXAMPLES = int(os.environ.get("CORRAL_IDENTITY_EXAMPLES", "3"))
 forty_graphs = st.tuples(*(graph(f"g{i}") for i in range(40)))
 
 
-def check_against_reference(graphs: tuple[list[tuple[int, dict[str, Any]]], ...], home: CorralHome, limits: dict[str, int] | None) -> None:
+def check_against_reference(graphs: tuple[list[tuple[int, dict[str, Any]]], ...], home: CorralHome, limits: dict[str, int] | None, batches: int = 1) -> None:
     scenario = Scenario()
     for messages in graphs:
         for minute, message in messages:
             scenario.add(minute, **{k: v for k, v in message.items() if k != "type"}, kind=message["type"])
-    scenario.build(home, "random", limits)
+    scenario.build(home, "random", limits, batches=batches)
     expected = resolve(scenario.messages, limits)
     got = {(t, v): p for t, v, p in query(home, "select identifier_type, identifier_value, profile_id from marts.profile_identifiers")}
     wrong = sorted(k for k in set(got) | set(expected.profile_of) if got.get(k) != expected.profile_of.get(k))
@@ -290,6 +299,29 @@ def test_sql_matches_the_reference_with_other_limits(graphs: tuple[list[tuple[in
     check_against_reference(graphs, CorralHome(tmp_path_factory.mktemp("limits") / "home"), {"user_id": 2, "email": 1})
 
 
+@PROPERTY
+@given(graphs=forty_graphs, batches=st.integers(2, 4))
+def test_incremental_builds_match_the_reference_and_a_full_refresh(
+    graphs: tuple[list[tuple[int, dict[str, Any]]], ...], batches: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The messages arrive in 2-4 loads, each followed by an incremental build. Times are random,
+    so later loads bring late links that land before, between and inside earlier ones."""
+    home = CorralHome(tmp_path_factory.mktemp("batches") / "home")
+    check_against_reference(graphs, home, None, batches=batches)
+    tables = {
+        "int_identity_nodes": "node_number, node_id, first_seen_at, last_seen_at, message_count",
+        "int_identity_edges": "node_a, node_b, linked_at, priority_high, priority_low",
+        "int_identity_components": "node_number, component_id",
+        "int_identity_resolved": "node_number, profile_id, component_id, first_seen_at",
+    }
+    incremental = {t: sorted(query(home, f"select {c} from intermediate.{t}")) for t, c in tables.items()}
+    events = sorted(query(home, "select message_id, profile_id from marts.profile_events"))
+    Scenario.run(home, None, "--full-refresh")
+    for table, columns in tables.items():
+        assert incremental[table] == sorted(query(home, f"select {columns} from intermediate.{table}")), table
+    assert events == sorted(query(home, "select message_id, profile_id from marts.profile_events"))
+
+
 def test_bad_limits_fail_the_build_naming_the_var(tmp_path: Path) -> None:
     home = CorralHome(tmp_path / "home")
     scenario = Scenario()
@@ -298,3 +330,19 @@ def test_bad_limits_fail_the_build_naming_the_var(tmp_path: Path) -> None:
         scenario.build(home, "bad", {"user_id": 0})
     log = (home.root / "dbt" / "logs" / "dbt.log").read_text()
     assert "var corral_identifier_limits: the limit for 'user_id' must be a whole number of at least 1" in log
+
+
+def test_changed_settings_stop_an_incremental_build_until_a_full_refresh(tmp_path: Path) -> None:
+    home = CorralHome(tmp_path / "home")
+    scenario = Scenario()
+    scenario.add(1, "identify", anonymousId="kiosk", userId="ann")
+    scenario.add(2, "identify", anonymousId="kiosk", userId="bob")
+    scenario.build(home, "settings")
+    assert profile_of(home, "user_id", "ann") != profile_of(home, "user_id", "bob")
+    with pytest.raises(Exception, match="dbt build failed"):
+        Scenario.run(home, {"user_id": 2})
+    log = (home.root / "dbt" / "logs" / "dbt.log").read_text()
+    assert "the identity settings changed since the last build" in log
+    assert profile_of(home, "user_id", "ann") != profile_of(home, "user_id", "bob")  # nothing half-applied
+    Scenario.run(home, {"user_id": 2}, "--full-refresh")
+    assert profile_of(home, "user_id", "ann") == profile_of(home, "user_id", "bob") == profile_of(home, "anonymous_id", "kiosk")

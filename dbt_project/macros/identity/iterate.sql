@@ -42,14 +42,14 @@
 {#-
     Connected components by alternating large-star and small-star (Kiveris et al., "Connected
     Components in MapReduce and Beyond", 2014): O(log n) rounds in practice, never one round
-    per hop. `edges` has columns node_a, node_b. Returns {relation, rounds}: the relation has
-    (node_id, component_id) for every node with an edge, component_id the smallest node id of
-    its component. Fails the build if it has not converged after var corral_identity_max_rounds.
+    per hop. `edges` (a relation, or a subquery with an alias) has integer columns node_a,
+    node_b. Returns {relation, rounds}: the relation has (node_id, component_id) for every node
+    with an edge, component_id the smallest node of its component. Fails the build if it has not converged after var corral_identity_max_rounds.
 -#}
 {% macro connected_components(edges) -%}
     {%- set result_relation = identity_work_relation('cc_result') -%}
     {%- if not identity_iterating() -%}
-        {{ return({'relation': "(select cast(null as " ~ dbt.type_string() ~ ") as node_id, cast(null as " ~ dbt.type_string() ~ ") as component_id where 1 = 0)", 'rounds': 0}) }}
+        {{ return({'relation': "(select cast(null as " ~ dbt.type_bigint() ~ ") as node_id, cast(null as " ~ dbt.type_bigint() ~ ") as component_id where 1 = 0)", 'rounds': 0}) }}
     {%- endif -%}
     {%- set done = identity_work_relation('cc_done') -%}
     {%- set roots = identity_work_relation('cc_roots') -%}
@@ -166,7 +166,7 @@
 {% macro earliest_arrival_labels(nodes, edges) -%}
     {%- set result_relation = identity_work_relation('ea_result') -%}
     {%- if not identity_iterating() -%}
-        {{ return({'relation': "(select cast(null as " ~ dbt.type_string() ~ ") as node_id, cast(null as " ~ dbt.type_string() ~ ") as anchor_id where 1 = 0)", 'rounds': 0}) }}
+        {{ return({'relation': "(select cast(null as " ~ dbt.type_bigint() ~ ") as node_id, cast(null as " ~ dbt.type_bigint() ~ ") as anchor_id where 1 = 0)", 'rounds': 0}) }}
     {%- endif -%}
     {%- set state = namespace(rounds=0, done=false, current=identity_work_relation('ea_labels_a'), next=identity_work_relation('ea_labels_b')) -%}
     {%- set adjacency = identity_work_relation('ea_adjacency') -%}
@@ -240,7 +240,7 @@
 {% macro replay_limited_merges(nodes, edges, limits) -%}
     {%- set result_relation = identity_work_relation('rp_result') -%}
     {%- if not identity_iterating() -%}
-        {{ return({'relation': "(select cast(null as " ~ dbt.type_string() ~ ") as node_id, cast(null as " ~ dbt.type_string() ~ ") as cluster_id where 1 = 0)", 'rounds': 0}) }}
+        {{ return({'relation': "(select cast(null as " ~ dbt.type_bigint() ~ ") as node_id, cast(null as " ~ dbt.type_bigint() ~ ") as cluster_id where 1 = 0)", 'rounds': 0}) }}
     {%- endif -%}
     {%- set ordered = identity_work_relation('rp_edges') -%}
     {{ identity_replace_table(ordered, "

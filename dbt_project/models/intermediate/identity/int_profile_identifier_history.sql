@@ -8,6 +8,10 @@ with
 resolved as (
 
     select node_id, identifier_type, identifier_value, profile_id from {{ ref('int_identity_resolved') }}
+    {%- if is_incremental() %}
+    {#- only what builds since the last record re-resolved -#}
+    where resolved_at > (select max(recorded_at) from {{ this }})
+    {%- endif %}
 
 ),
 
@@ -21,6 +25,7 @@ latest as (
             profile_id,
             row_number() over (partition by node_id order by recorded_at desc) as recency
         from {{ this }}
+        where node_id in (select node_id from resolved)
     ) ranked
     where recency = 1
 

@@ -17,18 +17,18 @@ extracted as (
 
 resolved as (
 
-    select node_id, profile_id from {{ ref('int_identity_resolved') }}
+    select node_number, profile_id from {{ ref('int_identity_resolved') }}
 
 ),
 
 deciding_identifier as (
 
-    select message_id, node_id
+    select message_id, node_number
     from (
         select
             message_id,
-            node_id,
-            row_number() over (partition by message_id order by identifier_priority, node_id) as precedence
+            node_number,
+            row_number() over (partition by message_id order by identifier_priority, node_number) as precedence
         from extracted
     ) ranked
     where precedence = 1
@@ -60,7 +60,7 @@ final as (
         events.context
     from events
     inner join deciding_identifier on events.message_id = deciding_identifier.message_id
-    inner join resolved on deciding_identifier.node_id = resolved.node_id
+    inner join resolved on deciding_identifier.node_number = resolved.node_number
 
 )
 

@@ -1,11 +1,19 @@
 -- Every message once: deduplicated by message_id (first received copy wins), typed, with the
 -- event time corrected for device clock skew as Segment does:
 --   occurred_at = received_at - (sent_at - original_timestamp)
+-- Incremental: a build takes in only the loads since the last one (raw.events.loaded_at), so
+-- every model downstream can find what is new; the loader never lands a message id twice, and
+-- a copy that slips in later still loses to the one already staged.
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail') }}
+
 with
 
 source as (
 
     select * from {{ source('raw', 'events') }}
+    {%- if is_incremental() %}
+    where loaded_at > {{ loaded_through('loaded_at') }}
+    {%- endif %}
 
 ),
 
@@ -23,7 +31,11 @@ ranked as (
 
 deduplicated as (
 
-    select * from ranked where copy_number = 1
+    select * from ranked
+    where copy_number = 1
+    {%- if is_incremental() %}
+        and message_id not in (select message_id from {{ this }})
+    {%- endif %}
 
 ),
 
