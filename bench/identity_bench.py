@@ -7,8 +7,11 @@ over the very same edges, in the same run.
 For each size N it builds a fresh CORRAL_HOME, generates synthetic messages directly in DuckDB
 (one bulk `insert ... select` from `range()` and hash-based pseudo-randomness: deterministic
 for a seed) whose identity graph has about N identifiers, runs the identity models with dbt and
-times them, then reads the edges back and times the baselines. A small extra run on the long
-chains alone measures their connected-components rounds. Prints a table and rewrites its
+times them, then reads the edges back and times the baselines. Incremental: the first build
+leaves out 1% of the messages (chosen by message id, so they are spread over the whole time
+range: late data); they are then loaded and an incremental build is timed; a full refresh on
+the same data is timed last and must give every identifier the same profile. A small extra run
+on the long chains alone measures their connected-components rounds. Prints a table and rewrites its
 section of bench/README.md. Absolute times depend on the (shared, noisy) machine.
 
 The baselines find connected components only; the dbt models also apply the limit rule
@@ -81,7 +84,7 @@ class Shape:
     hops: int
 
     @classmethod
-    def for_identifiers(cls, n: int, chains: int, hops: int) -> "Shape":
+    def for_identifiers(cls, n: int, chains: int, hops: int) -> Shape:
         large = max(5, n // 100_000)
         per_profile = sum(KIND_SHARES[k] * KIND_IDENTIFIERS[k] for k in KIND_SHARES) / 1000
         rest = n - large * LARGE_IDENTIFIERS - chains * (hops + 1)
@@ -103,7 +106,8 @@ class DbtRun:
 
     @property
     def identity_s(self) -> float:
-        return sum(self.model_s.get(m, 0.0) for m in IDENTITY_MODELS)
+        """Staging (now a table: the JSON is read there) and the five identity models."""
+        return sum(self.model_s.get(m, 0.0) for m in [STAGING_MODEL, *IDENTITY_MODELS])
 
 
 @dataclass
@@ -117,7 +121,10 @@ class Result:
     edges: int = 0
     components: int = 0
     conflict_components: int = 0
-    dbt: DbtRun | None = None
+    dbt: DbtRun | None = None  # full refresh over every message
+    first: DbtRun | None = None  # the first build, without the held-out 1%
+    incremental: DbtRun | None = None  # after loading the held-out 1%
+    added_messages: int = 0
     uf_components: int = 0
     uf_s: float = 0.0
     nx_build_s: float | None = None
@@ -261,6 +268,36 @@ def generate(home: CorralHome, shape: Shape, seed: int) -> tuple[int, float]:
     return messages, time.perf_counter() - start
 
 
+# --------------------------------------------------------------------------- incremental
+
+
+HELD_OUT = "hash(message_id) % 100 = 0"  # 1% of messages, spread over the whole time range
+
+
+def hold_out(home: CorralHome) -> int:
+    """Move 1% of raw.events aside before the first build; returns how many."""
+    with closing(connect(home)) as con:
+        con.execute(f"create table raw.bench_held_out as select * from raw.events where {HELD_OUT}")
+        con.execute(f"delete from raw.events where {HELD_OUT}")
+        return con.execute("select count(*) from raw.bench_held_out").fetchone()[0]
+
+
+def bring_back(home: CorralHome) -> None:
+    """Load the held-out messages as a later load (loaded_at now), as the loader would."""
+    with closing(connect(home)) as con:
+        con.execute("insert into raw.events select * replace (current_timestamp::timestamp as loaded_at) from raw.bench_held_out")
+        con.execute("drop table raw.bench_held_out")
+
+
+def profiles_checksum(home: CorralHome) -> tuple[int, int]:
+    """(identifiers, order-free hash of every identifier's profile)."""
+    with closing(duckdb.connect(str(home.warehouse), read_only=True)) as con:
+        row = con.execute(
+            "select count(*), sum(hash(node_id, profile_id) % 1000000007) from intermediate.int_identity_resolved"
+        ).fetchone()
+    return int(row[0]), int(row[1])
+
+
 # --------------------------------------------------------------------------- dbt
 
 
@@ -284,7 +321,7 @@ def self_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_identity_dbt(home: CorralHome, echo: Callable[[str], None]) -> DbtRun:
+def run_identity_dbt(home: CorralHome, echo: Callable[[str], None], *flags: str) -> DbtRun:
     """Seed the blocked values (untimed), then time `dbt run` of staging + the identity models."""
     lines: list[str] = []
 
@@ -297,7 +334,7 @@ def run_identity_dbt(home: CorralHome, echo: Callable[[str], None]) -> DbtRun:
         run_dbt(home, ["seed", "--select", "identity_blocked_values"], echo=collect)
         lines.clear()
         start = time.perf_counter()
-        run_dbt(home, ["run", "--select", STAGING_MODEL, *IDENTITY_MODELS], echo=collect)
+        run_dbt(home, ["run", "--select", STAGING_MODEL, *IDENTITY_MODELS, *flags], echo=collect)
         wall = time.perf_counter() - start
     except DbtFailed:
         print("\n".join(lines), file=sys.stderr)
@@ -330,7 +367,9 @@ def component_round_times(home: CorralHome) -> tuple[list[float], float]:
     rounds: list[float] = []
     setup = 0.0
     statement: list[str] | None = None
-    for raw in log.read_text(errors="replace").splitlines():
+    text = log.read_text(errors="replace")
+    last_run = text.rfind("Running with dbt=")  # the log keeps every run of this home
+    for raw in text[max(last_run, 0) :].splitlines():
         line = ANSI.sub("", raw)
         if m := LOG_STATEMENT.search(line):
             statement = [line] if m.group(1) == "int_identity_components" else None
@@ -374,13 +413,13 @@ def read_graph(home: CorralHome) -> Graph:
         edges = con.execute(
             """
             with ids as (
-                select node_id, (row_number() over (order by node_id) - 1)::bigint as i
+                select node_number, (row_number() over (order by node_number) - 1)::bigint as i
                 from intermediate.int_identity_nodes
             )
             select ia.i as a, ib.i as b
             from intermediate.int_identity_edges as e
-            inner join ids as ia on e.node_a = ia.node_id
-            inner join ids as ib on e.node_b = ib.node_id
+            inner join ids as ia on e.node_a = ia.node_number
+            inner join ids as ib on e.node_b = ib.node_number
             """
         ).fetchnumpy()
         n = con.execute("select count(*) from intermediate.int_identity_nodes").fetchone()[0]
@@ -392,7 +431,7 @@ def read_graph(home: CorralHome) -> Graph:
             select count(*) from (
                 select components.component_id
                 from intermediate.int_identity_components as components
-                inner join intermediate.int_identity_nodes as nodes on components.node_id = nodes.node_id
+                inner join intermediate.int_identity_nodes as nodes on components.node_number = nodes.node_number
                 group by components.component_id
                 having sum(case when nodes.is_anchor then 1 else 0 end) > 1
             ) conflicted
@@ -460,11 +499,20 @@ def bench_size(n: int, opts: argparse.Namespace, work: Path, echo: Callable[[str
     print(f"\n== {n:,} identifiers: {shape}", flush=True)
     result.messages, result.generate_s = generate(home, shape, opts.seed)
     print(f"generated {result.messages:,} messages in {result.generate_s:.1f}s; running dbt ...", flush=True)
-    result.dbt = run_identity_dbt(home, echo)
+    result.added_messages = hold_out(home)
+    result.first = run_identity_dbt(home, echo)
+    print(f"first build (without {result.added_messages:,} messages): {result.first.identity_s:.2f}s", flush=True)
+    bring_back(home)
+    result.incremental = run_identity_dbt(home, echo)
+    incremental = profiles_checksum(home)
+    print(f"incremental build (+{result.added_messages:,} messages): {result.incremental.identity_s:.2f}s", flush=True)
+    result.dbt = run_identity_dbt(home, echo, "--full-refresh")
     d = result.dbt
+    if profiles_checksum(home) != incremental:
+        raise SystemExit(f"MISMATCH at {n:,}: the incremental build and the full refresh give different profiles")
     print(
-        f"dbt identity models {d.identity_s:.2f}s (dbt wall {d.wall_s:.1f}s incl. start-up and staging); "
-        f"CC rounds {d.cc_rounds}, conflict rounds {d.conflict_rounds}",
+        f"full refresh: staging + identity models {d.identity_s:.2f}s (dbt wall {d.wall_s:.1f}s incl. start-up); "
+        f"CC rounds {d.cc_rounds}, conflict rounds {d.conflict_rounds}; incremental = full refresh (checked)",
         flush=True,
     )
     graph = read_graph(home)
@@ -520,18 +568,21 @@ def fmt(seconds: float | None) -> str:
 def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argparse.Namespace, command: str) -> str:
     rows = []
     for r in results:
-        d = r.dbt
-        assert d is not None
+        d, inc = r.dbt, r.incremental
+        assert d is not None and inc is not None
         rows.append(
             f"| {r.identifiers:,} | {r.edges:,} | {r.components:,} | {r.conflict_components:,} "
-            f"| {d.identity_s:.2f} | {d.cc_rounds} | {d.conflict_rounds} | {r.uf_s:.2f} "
-            f"| {fmt(r.nx_s) if r.nx_s is not None else r.nx_note} | {r.uf_s / d.identity_s:.2f} |"
+            f"| {d.identity_s:.2f} | {inc.identity_s:.2f} | {d.cc_rounds} | {d.conflict_rounds} | {r.uf_s:.2f} "
+            f"| {fmt(r.nx_s) if r.nx_s is not None else r.nx_note} | {r.uf_s / d.identity_s:.2f} | {r.uf_s / inc.identity_s:.2f} |"
         )
     details = []
     for r in results:
         d = r.dbt
         assert d is not None
+        inc = r.incremental
+        assert inc is not None
         per_model = ", ".join(f"{SHORT_NAMES[m]} {d.model_s[m]:.2f}" for m in IDENTITY_MODELS)
+        per_model_inc = ", ".join(f"{SHORT_NAMES[m]} {inc.model_s[m]:.2f}" for m in IDENTITY_MODELS)
         nx_part = (
             f"networkx build {r.nx_build_s:.2f} s + components {r.nx_cc_s:.2f} s"
             if r.nx_build_s is not None and r.nx_cc_s is not None
@@ -541,8 +592,12 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
         elapsed = f"dbt's elapsed {d.elapsed_s:.1f} s (nodes and edges build side by side on 2 threads), " if d.elapsed_s else ""
         details.append(
             f"- **{r.target:,}** (asked) → {r.messages:,} messages generated in {r.generate_s:.1f} s. "
-            f"dbt per model (s): {per_model}; staging view {d.model_s[STAGING_MODEL]:.2f}; {elapsed}"
+            f"Full refresh, dbt per model (s): staging {d.model_s[STAGING_MODEL]:.2f}, {per_model}; {elapsed}"
             f"whole `dbt run` {d.wall_s:.1f} s with start-up; peak RSS of dbt so far {d.child_maxrss_mb:,.0f} MB. "
+            f"Incremental build after loading the held-out {r.added_messages:,} messages (1%): staging "
+            f"{inc.model_s[STAGING_MODEL]:.2f}, {per_model_inc} ({inc.cc_rounds} CC rounds over the contracted "
+            f"new edges; whole `dbt run` {inc.wall_s:.1f} s with start-up), "
+            f"{inc.identity_s / d.identity_s:.0%} of the full refresh; same profile for every identifier as the full refresh (checked). "
             f"Components, seconds per round (large-star + small-star + change count): {rounds or 'n/a'}; "
             f"copy-in and result {d.cc_setup_s:.1f}. "
             f"{nx_part}; Python peak RSS so far {r.python_maxrss_mb:,.0f} MB."
@@ -550,15 +605,22 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
     largest = max(results, key=lambda r: r.identifiers)
     ld = largest.dbt
     assert ld is not None
+    li = largest.incremental
+    assert li is not None
     faster = ld.identity_s < largest.uf_s
     at_5m = any(r.target >= 5_000_000 for r in results)
     target_lines = [
-        f"- faster than Python union-find at 5M identifiers: "
+        "- faster than Python union-find at 5M identifiers, full build: "
         + (
             f"**{'met' if faster else 'not met'}** at {largest.identifiers:,} identifiers "
-            f"(dbt identity models {ld.identity_s:.2f} s vs union-find {largest.uf_s:.2f} s: dbt takes "
-            f"{ld.identity_s / largest.uf_s:.0f}× as long)"
+            f"(staging + identity models {ld.identity_s:.2f} s vs union-find {largest.uf_s:.2f} s: dbt takes "
+            f"{ld.identity_s / largest.uf_s:.1f}× as long)"
             + ("" if at_5m else " — not measured at 5M in this run")
+        ),
+        (
+            f"- the build after new events (+1%, incremental): {li.identity_s:.2f} s, "
+            f"{'faster' if li.identity_s < largest.uf_s else 'slower'} than union-find over the whole graph "
+            f"({largest.uf_s:.2f} s), which has no incremental form here"
         ),
     ]
     if chain is not None:
@@ -569,7 +631,7 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
             f"{opts.chains} chains of {opts.chain_hops:,} hops alone: {nodes:,} nodes, {edges:,} edges; "
             f"with everything else: {', '.join(str(r.dbt.cc_rounds) for r in results if r.dbt)} rounds)"
         )
-    slowest = max(IDENTITY_MODELS, key=lambda m: ld.model_s[m])
+    slowest = max([STAGING_MODEL, *IDENTITY_MODELS], key=lambda m: ld.model_s[m])
     per_round = sum(ld.cc_round_s) / len(ld.cc_round_s) if ld.cc_round_s else 0.0
     where = (
         f"Where the dbt time goes at {largest.identifiers:,} identifiers: `{slowest}` takes "
@@ -584,9 +646,9 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
     return (
         f"{BEGIN}\n## Identity resolution: dbt models vs Python union-find\n\n"
         f"`{command}` ({date.today()}, {platform.machine()}, {cpus} CPUs, DuckDB {duckdb.__version__}):\n\n"
-        "| identifiers | edges | components | conflict components | dbt identity models (s) | CC rounds "
-        "| conflict rounds | Python union-find (s) | networkx (s) | union-find / dbt |\n"
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "| identifiers | edges | components | conflict components | dbt full build (s) | dbt +1% incremental (s) "
+        "| CC rounds | conflict rounds | Python union-find (s) | networkx (s) | union-find / full | union-find / incremental |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
         + "\n".join(rows)
         + "\n\n"
         + "\n".join(details)
@@ -595,8 +657,9 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
         + "\n\n"
         + where
         + "\n\n"
-        "dbt identity models = the sum of dbt's own times for the five models after staging "
-        "(extracted, nodes, edges, components, resolved), as its log lines report them. The union-find "
+        "dbt build = the sum of dbt's own times for staging (a table since it became incremental: the "
+        "JSON is parsed there) and the five identity models (extracted, nodes, edges, components, "
+        "resolved), as its log lines report them; full = `--full-refresh` over every message. The union-find "
         "and networkx baselines find connected components only, in one Python process, over the same "
         "edges read back from `int_identity_edges` (reading not timed); the dbt models also apply the "
         "one-user-id-per-profile rule and write every table. Union-find's component count equals "

@@ -15,9 +15,9 @@ import duckdb
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from identity_reference import identifiers, node_id, resolve
 
 from dagster_defs.dbt_runner import run_dbt
-from identity_reference import identifiers, node_id, resolve
 from loaders.home import CorralHome
 from loaders.load import load_files
 from loaders.warehouse import connect

@@ -136,7 +136,7 @@
     refresh instead of mixing old and new rules. -#}
 {% macro identity_settings_fingerprint() -%}
     {%- set seeded = [] -%}
-    {%- if execute -%}
+    {%- if identity_iterating() -%}
         {%- set rows = run_query("select identifier_type, identifier_value from " ~ ref('identity_blocked_values') ~ " order by 1, 2") -%}
         {%- for row in rows -%}{%- do seeded.append(row[0] ~ ':' ~ row[1]) -%}{%- endfor -%}
     {%- endif -%}
@@ -145,7 +145,7 @@
 {%- endmacro %}
 
 {% macro identity_check_settings(fingerprint) -%}
-    {%- if execute and is_incremental() -%}
+    {%- if identity_iterating() and is_incremental() -%}
         {%- set stored = run_query("select distinct identity_settings from " ~ this).columns[0].values() -%}
         {%- if stored | length > 0 and (stored | list) != [fingerprint] -%}
             {{ exceptions.raise_compiler_error("identity resolution: the identity settings changed since the last build (vars corral_identifier_priority, corral_identifier_limits, corral_identity_blocked_values or the seed identity_blocked_values). Profiles built under the old rules cannot be patched incrementally: rebuild with `corral build --full-refresh` (or `dbt build --full-refresh`); the merge history is kept.") }}
