@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from dagster import AssetKey, materialize
 
 from dagster_defs.definitions import build_definitions
-from dagster_defs.project import REPO_ROOT
+from dagster_defs.project import REPO_ROOT, manifest_is_stale
 from loaders.home import CorralHome
 from loaders.synthetic import DemoSpec, write_ndjson
 
@@ -68,3 +69,19 @@ def test_dev_mode_reparses_without_dbt_on_path(monkeypatch: pytest.MonkeyPatch) 
     defs = build_definitions()
     assert manifest.stat().st_mtime_ns > before
     assert AssetKey(["syncs", "repeat_buyers_to_file"]) in defs.resolve_asset_graph().get_all_asset_keys()
+
+
+def test_a_manifest_older_than_the_project_is_stale(tmp_path: Path) -> None:
+    project = tmp_path / "dbt_project"
+    (project / "models" / "marts").mkdir(parents=True)
+    model = project / "models" / "marts" / "m.sql"
+    model.write_text("select 1 as id")
+    manifest = project / "target" / "manifest.json"
+    assert manifest_is_stale(manifest, project)  # missing
+    manifest.parent.mkdir()
+    manifest.write_text("{}")
+    os.utime(model, (1_000_000_000, 1_000_000_000))
+    assert not manifest_is_stale(manifest, project)
+    (project / "models" / "marts" / "_marts__models.yml").write_text("version: 2\n")  # a new test, say
+    os.utime(manifest, (1_000_000_001, 1_000_000_001))
+    assert manifest_is_stale(manifest, project)

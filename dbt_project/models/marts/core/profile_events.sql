@@ -1,8 +1,46 @@
 -- Every deduplicated message with its profile: the profile of its highest-priority identifier.
 -- Messages whose every identifier is blocked (anonymousId "undefined" and nothing else) belong
 -- to no one and are left out.
+-- Incremental: a build writes the messages loaded since the last one, and rewrites the messages
+-- that carry an identifier the identity build just re-resolved (its profile may have moved).
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='message_id', on_schema_change='fail') }}
+
 with
 
+{% if is_incremental() %}
+reresolved as (
+
+    select node_number from {{ ref('int_identity_resolved') }}
+    where loaded_through > {{ loaded_through('loaded_at') }}
+
+),
+
+touched as (
+
+    select message_id from {{ ref('stg_corral__events') }} where loaded_at > {{ loaded_through('loaded_at') }}
+    union
+    select extracted.message_id
+    from {{ ref('int_identifiers_extracted') }} as extracted
+    inner join reresolved on extracted.node_number = reresolved.node_number
+
+),
+
+events as (
+
+    select events.*
+    from {{ ref('stg_corral__events') }} as events
+    inner join touched on events.message_id = touched.message_id
+
+),
+
+extracted as (
+
+    select extracted.*
+    from {{ ref('int_identifiers_extracted') }} as extracted
+    inner join touched on extracted.message_id = touched.message_id
+
+),
+{% else %}
 events as (
 
     select * from {{ ref('stg_corral__events') }}
@@ -14,6 +52,7 @@ extracted as (
     select * from {{ ref('int_identifiers_extracted') }}
 
 ),
+{% endif %}
 
 resolved as (
 
@@ -49,6 +88,7 @@ final as (
         events.device_id,
         events.occurred_at,
         events.received_at,
+        events.loaded_at,
         events.source_id,
         events.page_url,
         events.page_path,
