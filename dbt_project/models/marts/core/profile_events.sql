@@ -89,6 +89,7 @@ final as (
         events.occurred_at,
         events.received_at,
         events.loaded_at,
+        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as profiled_at,
         events.source_id,
         events.page_url,
         events.page_path,
