@@ -62,7 +62,8 @@ flagged as (
         *,
         case
             when previous_at is null then 1
-            when {{ dbt.datediff('previous_at', 'occurred_at', 'second') }} > {{ timeout_seconds }} then 1
+            {#- compared as timestamps: datediff counts boundaries crossed, so 30:00.5 would read as 30:00 #}
+            when occurred_at > {{ dbt.dateadd('second', timeout_seconds, 'previous_at') }} then 1
             else 0
         end as is_visit_start
     from gaps
@@ -85,7 +86,7 @@ pieces as (
 
     select
         *,
-        floor({{ dbt.datediff('visit_started_at', 'occurred_at', 'second') }} / {{ max_seconds }}) as piece_number
+        floor({{ dbt.datediff('visit_started_at', 'occurred_at', 'millisecond') }} / {{ max_seconds * 1000 }}) as piece_number
     from (
         select
             *,
