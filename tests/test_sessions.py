@@ -171,3 +171,12 @@ def test_any_sequence_of_incremental_builds_equals_the_rule_and_a_full_refresh(
     assert {v: sorted(s) for v, s in got.items()} == expected
     home.build("--full-refresh")
     assert home.snapshot() == incremental
+
+
+def test_a_bad_session_setting_fails_the_build_naming_the_var(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    home.load([message("a1", 0)])
+    with pytest.raises(Exception, match="dbt build failed"):
+        run_dbt(home.home, ["build", "--select", *MODELS], dbt_vars={"corral_session_timeout_minutes": "half an hour"}, echo=lambda line: None)
+    log = (home.home.root / "dbt" / "logs" / "dbt.log").read_text()
+    assert "var corral_session_timeout_minutes must be a whole number of at least 1; got: half an hour" in log

@@ -22,6 +22,39 @@
     get_json_object({{ column }}, '$.{% for key in path %}{{ key }}{% if not loop.last %}.{% endif %}{% endfor %}')
 {%- endmacro %}
 
+{#-
+    json_extract_strings(column, [['page', 'url'], ['userAgent']]) -> an array of the values at
+    those paths as text, read with one parse of the JSON where the engine can (DuckDB); take
+    items with array_item(expression, 1-based index). For many fields of one big column.
+-#}
+{% macro json_extract_strings(column, paths) -%}
+    {{ return(adapter.dispatch('json_extract_strings', 'corral')(column, paths)) }}
+{%- endmacro %}
+
+{% macro default__json_extract_strings(column, paths) -%}
+    array[{% for path in paths %}{{ json_extract_string(column, path) }}{% if not loop.last %}, {% endif %}{% endfor %}]
+{%- endmacro %}
+
+{% macro duckdb__json_extract_strings(column, paths) -%}
+    json_extract_string({{ column }}, [{% for path in paths %}'$.{% for key in path %}"{{ key }}"{% if not loop.last %}.{% endif %}{% endfor %}'{% if not loop.last %}, {% endif %}{% endfor %}])
+{%- endmacro %}
+
+{% macro spark__json_extract_strings(column, paths) -%}
+    array({% for path in paths %}{{ json_extract_string(column, path) }}{% if not loop.last %}, {% endif %}{% endfor %})
+{%- endmacro %}
+
+{% macro array_item(expression, index) -%}
+    {{ return(adapter.dispatch('array_item', 'corral')(expression, index)) }}
+{%- endmacro %}
+
+{% macro default__array_item(expression, index) -%}
+    ({{ expression }})[{{ index }}]
+{%- endmacro %}
+
+{% macro spark__array_item(expression, index) -%}
+    element_at({{ expression }}, {{ index }})
+{%- endmacro %}
+
 {#- json_extract_path(column, ['context', 'traits']) -> the JSON value at that path. -#}
 {% macro json_extract_path(column, path) -%}
     {{ return(adapter.dispatch('json_extract_path', 'corral')(column, path)) }}

@@ -7,3 +7,22 @@
     {%- endif -%}
     {{ return(value | int) }}
 {%- endmacro %}
+
+{#- A timestamp as fixed-width text that sorts like the timestamp and reads the same on every
+    engine ('YYYY-MM-DD HH:MM:SS.ffffff', 26 characters): for stable hashed ids and for
+    "first/last row" picks by min/max of text. -#}
+{% macro sortable_timestamp(column) -%}
+    {{ return(adapter.dispatch('sortable_timestamp', 'corral')(column)) }}
+{%- endmacro %}
+
+{% macro default__sortable_timestamp(column) -%}
+    to_char({{ column }}, 'YYYY-MM-DD HH24:MI:SS.US')
+{%- endmacro %}
+
+{% macro duckdb__sortable_timestamp(column) -%}
+    strftime({{ column }}, '%Y-%m-%d %H:%M:%S.%f')
+{%- endmacro %}
+
+{% macro spark__sortable_timestamp(column) -%}
+    date_format({{ column }}, 'yyyy-MM-dd HH:mm:ss.SSSSSS')
+{%- endmacro %}

@@ -1,9 +1,9 @@
 -- Every client event (page, screen, track) that carries a usable anonymous id, with its session.
 -- Per anonymous id, in time order: a gap longer than corral_session_timeout_minutes starts a
 -- new session (a gap of exactly the timeout stays in it); a session longer than
--- corral_max_session_hours is cut into pieces of at most that long, flagged is_split.
--- session_id = hash(anonymous id, first message id of the session): the same events always
--- give the same id.
+-- corral_max_session_hours is cut into pieces of at most that long from the visit's start
+-- (piece_number 0, 1, ...). session_id = hash(anonymous id, visit start, piece): the same
+-- events always give the same id.
 -- Incremental: a build re-sessionizes, whole, every anonymous id that received new or late
 -- events since the last one (never a trailing window that would cut sessions in two).
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='anonymous_id', on_schema_change='fail') }}
@@ -72,40 +72,15 @@ flagged as (
 
 visits as (
 
+    {#- same window as the gaps: times only grow along it, so the running max of start times is
+        the start of the visit a row belongs to (one sort for both passes on most engines) -#}
     select
         *,
-        sum(is_visit_start) over (
+        max(case when is_visit_start = 1 then occurred_at end) over (
             partition by anonymous_id order by occurred_at, message_id
             rows between unbounded preceding and current row
-        ) as visit_number
+        ) as visit_started_at
     from flagged
-
-),
-
-pieces as (
-
-    select
-        *,
-        floor({{ dbt.datediff('visit_started_at', 'occurred_at', 'millisecond') }} / {{ max_seconds * 1000 }}) as piece_number
-    from (
-        select
-            *,
-            min(occurred_at) over (partition by anonymous_id, visit_number) as visit_started_at
-        from visits
-    ) timed
-
-),
-
-sessions as (
-
-    select
-        *,
-        first_value(message_id) over (
-            partition by anonymous_id, visit_number, piece_number order by occurred_at, message_id
-            rows between unbounded preceding and unbounded following
-        ) as first_message_id,
-        max(piece_number) over (partition by anonymous_id, visit_number) as last_piece_number
-    from pieces
 
 ),
 
@@ -117,10 +92,18 @@ final as (
         message_type,
         occurred_at,
         loaded_at,
-        {{ surrogate_key(['anonymous_id', 'first_message_id']) }} as session_id,
-        last_piece_number > 0 as is_split,
+        visit_started_at,
+        piece_number,
+        {#- a visit starts at one moment per anonymous id, so this names the session by its own
+            events only: the same events, the same id -#}
+        {{ surrogate_key(['anonymous_id', sortable_timestamp('visit_started_at'), 'piece_number']) }} as session_id,
         cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as sessionized_at
-    from sessions
+    from (
+        select
+            *,
+            cast(floor({{ dbt.datediff('visit_started_at', 'occurred_at', 'millisecond') }} / {{ max_seconds * 1000 }}) as {{ dbt.type_int() }}) as piece_number
+        from visits
+    ) cut
 
 )
 

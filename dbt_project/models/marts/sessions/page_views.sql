@@ -44,21 +44,33 @@ page_events as (
 ),
 {% endif %}
 
-parsed as (
+campaigns as (
 
     select
         page_events.*,
+        {{ json_extract_strings('context', [
+            ['campaign', 'source'], ['campaign', 'medium'], ['campaign', 'name'], ['campaign', 'term'],
+            ['campaign', 'content'], ['device', 'type']
+        ]) }} as context_values
+    from page_events
+
+),
+
+parsed as (
+
+    select
+        campaigns.*,
         {{ url_host('page_url') }} as page_host,
         {{ url_path('page_url') }} as parsed_path,
         {{ url_query('page_url') }} as page_query,
         {{ url_host('page_referrer') }} as referrer_host,
-        {{ json_extract_string('context', ['campaign', 'source']) }} as campaign_source,
-        {{ json_extract_string('context', ['campaign', 'medium']) }} as campaign_medium,
-        {{ json_extract_string('context', ['campaign', 'name']) }} as campaign_name,
-        {{ json_extract_string('context', ['campaign', 'term']) }} as campaign_term,
-        {{ json_extract_string('context', ['campaign', 'content']) }} as campaign_content,
-        {{ json_extract_string('context', ['device', 'type']) }} as device_type
-    from page_events
+        {{ array_item('context_values', 1) }} as campaign_source,
+        {{ array_item('context_values', 2) }} as campaign_medium,
+        {{ array_item('context_values', 3) }} as campaign_name,
+        {{ array_item('context_values', 4) }} as campaign_term,
+        {{ array_item('context_values', 5) }} as campaign_content,
+        {{ array_item('context_values', 6) }} as device_type
+    from campaigns
 
 ),
 

@@ -88,38 +88,54 @@ aggregated as (
     select
         session_id,
         anonymous_id,
+        visit_started_at,
+        piece_number,
         min(occurred_at) as started_at,
         max(occurred_at) as ended_at,
         count(*) as event_count,
-        sum(case when message_type in ('page', 'screen') then 1 else 0 end) as page_view_count,
-        max(case when is_split then 1 else 0 end) = 1 as is_split
+        sum(case when message_type in ('page', 'screen') then 1 else 0 end) as page_view_count
     from session_events
-    group by session_id, anonymous_id
+    group by session_id, anonymous_id, visit_started_at, piece_number
 
 ),
 
-ordered_page_views as (
+{#- a visit longer than corral_max_session_hours was cut into pieces: all of them are flagged -#}
+split_visits as (
+
+    select anonymous_id, visit_started_at
+    from aggregated
+    group by anonymous_id, visit_started_at
+    having max(piece_number) > 0
+
+),
+
+{#- first and last page view of each session, by min / max of (time, message id) as text: a
+    hash aggregation instead of two sorts of every page view -#}
+page_view_ends as (
 
     select
-        page_views.*,
-        row_number() over (partition by session_id order by occurred_at, message_id) as from_start,
-        row_number() over (partition by session_id order by occurred_at desc, message_id desc) as from_end
+        session_id,
+        min({{ sortable_timestamp('occurred_at') }} || message_id) as first_key,
+        max({{ sortable_timestamp('occurred_at') }} || message_id) as last_key
     from page_views
     where session_id is not null
+    group by session_id
 
 ),
 
 landing as (
 
-    select * from ordered_page_views where from_start = 1
+    select page_views.*
+    from page_view_ends
+    inner join page_views on page_views.message_id = substr(page_view_ends.first_key, 27)
 
 ),
 
 exit_page as (
 
-    select session_id, page_url as exit_page_url, page_path as exit_page_path
-    from ordered_page_views
-    where from_end = 1
+    select page_view_ends.session_id, page_views.page_url as exit_page_url, page_views.page_path as exit_page_path
+    from page_view_ends
+    inner join page_views on page_views.message_id = substr(page_view_ends.last_key, 27)
 
 ),
 
@@ -181,7 +197,7 @@ final as (
         aggregated.event_count,
         aggregated.page_view_count,
         aggregated.page_view_count = 1 and aggregated.event_count = 1 as is_bounce,
-        aggregated.is_split,
+        split_visits.anonymous_id is not null as is_split,
         landing.page_url as landing_page_url,
         landing.page_path as landing_page_path,
         exit_page.exit_page_url,
@@ -211,6 +227,9 @@ final as (
     left join exit_page on aggregated.session_id = exit_page.session_id
     left join channels on aggregated.session_id = channels.session_id
     left join anonymous_profiles on aggregated.anonymous_id = anonymous_profiles.anonymous_id
+    left join split_visits
+        on aggregated.anonymous_id = split_visits.anonymous_id
+        and aggregated.visit_started_at = split_visits.visit_started_at
 
 )
 

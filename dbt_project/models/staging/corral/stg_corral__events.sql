@@ -39,6 +39,20 @@ deduplicated as (
 
 ),
 
+{#- each JSON column parsed once for all its fields -#}
+parsed as (
+
+    select
+        deduplicated.*,
+        {{ json_extract_strings('traits', [['email'], ['phone']]) }} as trait_values,
+        {{ json_extract_strings('context', [
+            ['traits', 'email'], ['traits', 'phone'], ['device', 'id'], ['userAgent'], ['ip'], ['library', 'name'],
+            ['page', 'url'], ['page', 'path'], ['page', 'referrer'], ['page', 'title']
+        ]) }} as context_values
+    from deduplicated
+
+),
+
 final as (
 
     select
@@ -69,27 +83,21 @@ final as (
         sent_at,
         received_at,
         loaded_at,
-        coalesce(
-            {{ json_extract_string('traits', ['email']) }},
-            {{ json_extract_string('context', ['traits', 'email']) }}
-        ) as email,
-        coalesce(
-            {{ json_extract_string('traits', ['phone']) }},
-            {{ json_extract_string('context', ['traits', 'phone']) }}
-        ) as phone,
-        {{ json_extract_string('context', ['device', 'id']) }} as device_id,
-        {{ json_extract_string('context', ['userAgent']) }} as user_agent,
-        {{ json_extract_string('context', ['ip']) }} as ip,
-        {{ json_extract_string('context', ['library', 'name']) }} as library_name,
-        {{ json_extract_string('context', ['page', 'url']) }} as page_url,
-        {{ json_extract_string('context', ['page', 'path']) }} as page_path,
-        {{ json_extract_string('context', ['page', 'referrer']) }} as page_referrer,
-        {{ json_extract_string('context', ['page', 'title']) }} as page_title,
+        coalesce({{ array_item('trait_values', 1) }}, {{ array_item('context_values', 1) }}) as email,
+        coalesce({{ array_item('trait_values', 2) }}, {{ array_item('context_values', 2) }}) as phone,
+        {{ array_item('context_values', 3) }} as device_id,
+        {{ array_item('context_values', 4) }} as user_agent,
+        {{ array_item('context_values', 5) }} as ip,
+        {{ array_item('context_values', 6) }} as library_name,
+        {{ array_item('context_values', 7) }} as page_url,
+        {{ array_item('context_values', 8) }} as page_path,
+        {{ array_item('context_values', 9) }} as page_referrer,
+        {{ array_item('context_values', 10) }} as page_title,
         traits,
         properties,
         context,
         integrations
-    from deduplicated
+    from parsed
 
 )
 
