@@ -4,44 +4,80 @@
 -- corral_max_session_hours is cut into pieces of at most that long from the visit's start
 -- (piece_number 0, 1, ...). session_id = hash(anonymous id, visit start, piece): the same
 -- events always give the same id.
--- Incremental: a build re-sessionizes, whole, every anonymous id that received new or late
--- events since the last one (never a trailing window that would cut sessions in two).
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='anonymous_id', on_schema_change='fail') }}
+-- Incremental: for every anonymous id that received new or late events since the last build,
+-- the sessions from the first one those events can touch onwards are rebuilt, whole: an old
+-- session that ended more than the timeout before the earliest new event cannot change, and
+-- nothing is ever cut at an arbitrary window (the dbt-labs package's trailing 3 hours).
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='message_id', on_schema_change='fail') }}
 {%- set timeout_seconds = session_setting('corral_session_timeout_minutes', 1) * 60 %}
 {%- set max_seconds = session_setting('corral_max_session_hours', 1) * 3600 %}
 
 with
 
+{% if is_incremental() %}
+arrivals as (
+
+    select anonymous_id, min(occurred_at) as earliest_new_at
+    from {{ ref('stg_corral__events') }}
+    where loaded_at > {{ loaded_through('loaded_at') }}
+        and message_type in ('page', 'screen', 'track')
+        and anonymous_id is not null
+    group by anonymous_id
+
+),
+
+{#- per anonymous id, where rebuilding starts: the start of the first old visit that ended
+    within the timeout before the earliest new event (or later), else that event itself -#}
+old_visits as (
+
+    select previous.anonymous_id, previous.visit_started_at, max(previous.occurred_at) as visit_ended_at
+    from {{ this }} as previous
+    inner join arrivals on previous.anonymous_id = arrivals.anonymous_id
+    group by previous.anonymous_id, previous.visit_started_at
+
+),
+
+rebuild_from as (
+
+    select
+        arrivals.anonymous_id,
+        min(case
+            when old_visits.visit_ended_at >= {{ dbt.dateadd('second', -1 * timeout_seconds, 'arrivals.earliest_new_at') }}
+                and old_visits.visit_started_at < arrivals.earliest_new_at
+                then old_visits.visit_started_at
+            else arrivals.earliest_new_at
+        end) as rebuild_from_at
+    from arrivals
+    left join old_visits on arrivals.anonymous_id = old_visits.anonymous_id
+    group by arrivals.anonymous_id
+
+),
+
+events as (
+
+    select staged.*
+    from {{ ref('stg_corral__events') }} as staged
+    inner join rebuild_from
+        on staged.anonymous_id = rebuild_from.anonymous_id
+        and staged.occurred_at >= rebuild_from.rebuild_from_at
+
+),
+{% else %}
 events as (
 
     select * from {{ ref('stg_corral__events') }}
+
+),
+{% endif %}
+
+client_events as (
+
+    select * from events
     where message_type in ('page', 'screen', 'track')
         and anonymous_id is not null
         and not {{ identity_value_is_blocked('anonymous_id') }}
 
 ),
-
-{% if is_incremental() %}
-touched as (
-
-    select distinct anonymous_id from events where loaded_at > {{ loaded_through('loaded_at') }}
-
-),
-
-client_events as (
-
-    select events.*
-    from events
-    inner join touched on events.anonymous_id = touched.anonymous_id
-
-),
-{% else %}
-client_events as (
-
-    select * from events
-
-),
-{% endif %}
 
 gaps as (
 
