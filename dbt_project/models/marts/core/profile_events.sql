@@ -2,7 +2,7 @@
 -- Messages whose every identifier is blocked (anonymousId "undefined" and nothing else) belong
 -- to no one and are left out.
 -- Incremental: a build writes the messages loaded since the last one, and rewrites the messages
--- that carry an identifier the identity build just re-resolved (its profile may have moved).
+-- carrying an identifier the identity build just re-resolved whose profile did move.
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='message_id', on_schema_change='fail') }}
 
 with
@@ -74,11 +74,38 @@ deciding_identifier as (
 
 ),
 
+profiled as (
+
+    select deciding_identifier.message_id, resolved.profile_id
+    from deciding_identifier
+    inner join resolved on deciding_identifier.node_number = resolved.node_number
+
+),
+
+{% if is_incremental() %}
+{#- of the messages looked at, only the new ones and those whose profile really moved are
+    rewritten (and get a new profiled_at, which is what models downstream pick up) -#}
+moved as (
+
+    select profiled.*
+    from profiled
+    left join {{ this }} as previous on profiled.message_id = previous.message_id
+    where previous.message_id is null or previous.profile_id <> profiled.profile_id
+
+),
+{% else %}
+moved as (
+
+    select * from profiled
+
+),
+{% endif %}
+
 final as (
 
     select
         events.message_id,
-        resolved.profile_id,
+        moved.profile_id,
         events.message_type,
         events.event_name,
         events.page_name,
@@ -100,8 +127,7 @@ final as (
         events.traits,
         events.context
     from events
-    inner join deciding_identifier on events.message_id = deciding_identifier.message_id
-    inner join resolved on deciding_identifier.node_number = resolved.node_number
+    inner join moved on events.message_id = moved.message_id
 
 )
 

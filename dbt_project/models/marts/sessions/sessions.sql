@@ -22,7 +22,12 @@ moved as (
 
     select anonymous_id from {{ ref('int_sessionized_events') }} where sessionized_at > {{ loaded_through('updated_at') }}
     union
-    select anonymous_id from anonymous_profiles where resolved_at > {{ loaded_through('updated_at') }}
+    select reresolved.anonymous_id
+    from anonymous_profiles as reresolved
+    inner join (select distinct anonymous_id, profile_id from {{ this }}) as previous
+        on reresolved.anonymous_id = previous.anonymous_id
+    where reresolved.resolved_at > {{ loaded_through('updated_at') }}
+        and reresolved.profile_id is distinct from previous.profile_id
 
 ),
 
