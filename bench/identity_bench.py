@@ -37,12 +37,12 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+from readme_section import write_section  # bench/, the script's own folder
 
 from dagster_defs.dbt_runner import DbtFailed, run_dbt
 from loaders.home import CorralHome
 from loaders.warehouse import connect
 
-README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- identity_bench:begin -->", "<!-- identity_bench:end -->"
 
 STAGING_MODEL = "stg_corral__events"
@@ -676,15 +676,6 @@ def report(results: list[Result], chain: tuple[int, int, int] | None, opts: argp
     )
 
 
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    README.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--identifiers", type=int, nargs="+", default=[1_000_000, 5_000_000])
@@ -710,7 +701,7 @@ def main() -> None:
     section = report(results, chain, opts, command.strip())
     print("\n" + section)
     if not opts.no_readme:
-        write_readme(section)
+        write_section(section, BEGIN, END)
 
 
 if __name__ == "__main__":

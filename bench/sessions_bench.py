@@ -43,12 +43,12 @@ from identity_bench import (
     bring_back,
     children_maxrss_mb,
 )
+from readme_section import write_section  # noqa: E402
 
 from dagster_defs.dbt_runner import DbtFailed, run_dbt
 from loaders.home import CorralHome
 from loaders.warehouse import connect
 
-README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- sessions_bench:begin -->", "<!-- sessions_bench:end -->"
 SESSION_MODELS = ["int_sessionized_events", "page_views", "sessions"]
 RULE_MODELS = ["int_sessionized_events", "sessions"]  # the gap rule and the aggregation: what pandas does
@@ -395,15 +395,6 @@ def report(r: Result, command: str) -> str:
     )
 
 
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    README.write_text(text)
-
-
 def hold_out(home: CorralHome) -> int:
     """Move the next load aside: the newest 0.9% of events and 0.1% late ones from any time."""
     with closing(connect(home)) as con:
@@ -474,7 +465,7 @@ def main() -> None:
     section = report(result, command)
     print("\n" + section)
     if not opts.no_readme:
-        write_readme(section)
+        write_section(section, BEGIN, END)
 
 
 if __name__ == "__main__":
