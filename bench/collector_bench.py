@@ -46,9 +46,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
+from readme_section import write_section  # bench/, the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
-README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- collector_bench:begin -->", "<!-- collector_bench:end -->"
 HOST = "127.0.0.1"
 SOURCE, WRITE_KEY = "bench", "benchkey"
@@ -650,15 +650,6 @@ def render(opts: argparse.Namespace, bodies: Sequence[bytes], collector: Collect
     )
 
 
-def update_readme(report: str) -> None:
-    text = README.read_text() if README.exists() else "# Benchmarks\n\nScripts anyone can run; each compares against a baseline in the same run.\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + report + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + report + "\n"
-    README.write_text(text)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--seconds", type=float, default=10.0, help="measured duration of each path")
@@ -688,7 +679,7 @@ def main() -> None:
     report = render(opts, bodies, collector, ceiling)
     print(report)
     if not opts.no_readme:
-        update_readme(report)
+        write_section(report, BEGIN, END)
     if not collector.landing_ok:
         sys.exit("landing check failed: fewer lines landed than events acknowledged")
 

@@ -321,8 +321,8 @@ def self_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_identity_dbt(home: CorralHome, echo: Callable[[str], None], *flags: str) -> DbtRun:
-    """Seed the blocked values (untimed), then time `dbt run` of staging + the identity models."""
+def dbt_output(home: CorralHome, args: list[str], echo: Callable[[str], None]) -> list[str]:
+    """`dbt <args>`; returns its output lines (ANSI codes stripped), printed when it fails."""
     lines: list[str] = []
 
     def collect(line: str) -> None:
@@ -331,14 +331,19 @@ def run_identity_dbt(home: CorralHome, echo: Callable[[str], None], *flags: str)
         echo(line)
 
     try:
-        run_dbt(home, ["seed", "--select", "identity_blocked_values"], echo=collect)
-        lines.clear()
-        start = time.perf_counter()
-        run_dbt(home, ["run", "--select", STAGING_MODEL, *IDENTITY_MODELS, *flags], echo=collect)
-        wall = time.perf_counter() - start
+        run_dbt(home, args, echo=collect)
     except DbtFailed:
         print("\n".join(lines), file=sys.stderr)
         raise
+    return lines
+
+
+def run_identity_dbt(home: CorralHome, echo: Callable[[str], None], *flags: str) -> DbtRun:
+    """Seed the blocked values (untimed), then time `dbt run` of staging + the identity models."""
+    dbt_output(home, ["seed", "--select", "identity_blocked_values"], echo)
+    start = time.perf_counter()
+    lines = dbt_output(home, ["run", "--select", STAGING_MODEL, *IDENTITY_MODELS, *flags], echo)
+    wall = time.perf_counter() - start
     model_s: dict[str, float] = {}
     cc_rounds = conflict_rounds = None
     for line in lines:

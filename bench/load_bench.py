@@ -19,12 +19,13 @@ from contextlib import closing
 from datetime import date
 from pathlib import Path
 
+from readme_section import write_section  # bench/, the script's own folder
+
 from loaders.home import CorralHome
 from loaders.load import load_files
 from loaders.synthetic import DemoSpec, write_ndjson
 from loaders.warehouse import MESSAGE_FIELDS, connect
 
-README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- load_bench:begin -->", "<!-- load_bench:end -->"
 
 
@@ -88,12 +89,7 @@ def main() -> None:
         f"**Bulk load is {ratio:.1f}× the row-by-row baseline** (and also validates every line).\n{END}"
     )
     print(report)
-    text = README.read_text() if README.exists() else "# Benchmarks\n\nScripts anyone can run; each compares against a baseline in the same run.\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + report + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + report + "\n"
-    README.write_text(text)
+    write_section(report, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -37,15 +37,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from identity_bench import (
-    ANSI,
     FINISHED_LINE,
     MODEL_LINE,
     bring_back,
     children_maxrss_mb,
+    dbt_output,
 )
-from readme_section import write_section  # noqa: E402
+from readme_section import write_section
 
-from dagster_defs.dbt_runner import DbtFailed, run_dbt
 from loaders.home import CorralHome
 from loaders.warehouse import connect
 
@@ -272,27 +271,10 @@ def compare_with_dbt(home: CorralHome, sessions: pd.DataFrame) -> tuple[int, int
 # --------------------------------------------------------------------------- dbt
 
 
-def dbt(home: CorralHome, args: list[str], echo: Callable[[str], None]) -> list[str]:
-    """`dbt <args>`; returns its output lines (ANSI codes stripped), printed when it fails."""
-    lines: list[str] = []
-
-    def collect(line: str) -> None:
-        line = ANSI.sub("", line)
-        lines.append(line)
-        echo(line)
-
-    try:
-        run_dbt(home, args, echo=collect)
-    except DbtFailed:
-        print("\n".join(lines), file=sys.stderr)
-        raise
-    return lines
-
-
 def run_session_dbt(home: CorralHome, echo: Callable[[str], None], *flags: str) -> DbtRun:
     """Time `dbt run --select +sessions +page_views` and read dbt's per-model times."""
     start = time.perf_counter()
-    lines = dbt(home, ["run", *SELECT, *flags], echo)
+    lines = dbt_output(home, ["run", *SELECT, *flags], echo)
     wall = time.perf_counter() - start
     model_s = {m.group(1): float(m.group(2)) for line in lines if (m := MODEL_LINE.search(line))}
     missing = [m for m in SESSION_MODELS if m not in model_s]
@@ -416,7 +398,7 @@ def bench(opts: argparse.Namespace, work: Path, echo: Callable[[str], None]) -> 
             " (select count(*) from raw.events where anonymous_id in (select anonymous_id from held))"
             " + (select count(*) from raw.bench_held_out)"
         ).fetchone()
-    dbt(home, ["seed"], echo)
+    dbt_output(home, ["seed"], echo)
     first = run_session_dbt(home, echo)
     print(f"first build (without {added:,} events): sessionization {first.sessionization_s:.2f}s", flush=True)
     bring_back(home)

@@ -1,6 +1,8 @@
+{#- Small shared pieces: validated vars, incremental watermarks, sortable timestamps. -#}
+
 {#- A whole-number setting read from a dbt var, at least `minimum`; anything else fails the build
     naming the var and the value. -#}
-{% macro session_setting(name, minimum) -%}
+{% macro whole_number_var(name, minimum) -%}
     {%- set value = var(name) -%}
     {%- if value is not number or value != value | int or value < minimum -%}
         {{ exceptions.raise_compiler_error("var " ~ name ~ " must be a whole number of at least " ~ minimum ~ "; got: " ~ value) }}
@@ -25,4 +27,9 @@
 
 {% macro spark__sortable_timestamp(column) -%}
     date_format({{ column }}, 'yyyy-MM-dd HH:mm:ss.SSSSSS')
+{%- endmacro %}
+{#- The loaded_at through which an incremental model has already taken messages in (the max of
+    `column` in its own table), or long ago when it is empty. -#}
+{% macro loaded_through(column='loaded_through') -%}
+    (select coalesce(max({{ column }}), cast('1900-01-01' as {{ dbt.type_timestamp() }})) from {{ this }})
 {%- endmacro %}

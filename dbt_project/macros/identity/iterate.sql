@@ -65,7 +65,7 @@
         from " ~ edges ~ "
         where node_a <> node_b") }}
     {{ identity_replace_table(done, "select lo, hi from " ~ state.current ~ " where 1 = 0") }}
-    {%- for round in range(var('corral_identity_max_rounds') | int) if not state.done -%}
+    {%- for round in range(whole_number_var('corral_identity_max_rounds', 1)) if not state.done -%}
         {%- set current = state.current -%}
         {%- set spare = state.spare -%}
         {%- set next = state.next -%}
@@ -180,7 +180,7 @@
             cast(null as " ~ dbt.type_timestamp() ~ ") as arrived_at, cast(null as " ~ dbt.type_string() ~ ") as arrived_rank,
             0 as arrived_hops
         from " ~ nodes ~ " where is_anchor") }}
-    {%- for round in range(var('corral_identity_max_conflict_rounds') | int) if not state.done -%}
+    {%- for round in range(whole_number_var('corral_identity_max_conflict_rounds', 1)) if not state.done -%}
         {%- set current = state.current -%}
         {%- set next = state.next -%}
         {{ identity_replace_table(next, "
@@ -248,7 +248,7 @@
             row_number() over (partition by component_id order by linked_at, link_rank) as link_number
         from " ~ edges) }}
     {%- set rounds = run_query("select coalesce(max(link_number), 0) from " ~ ordered).columns[0].values()[0] | int -%}
-    {%- if rounds > var('corral_identity_max_conflict_rounds') | int -%}
+    {%- if rounds > whole_number_var('corral_identity_max_conflict_rounds', 1) -%}
         {{ exceptions.raise_compiler_error("identity resolution: a component breaking a limit has " ~ rounds ~ " links to replay, more than var corral_identity_max_conflict_rounds") }}
     {%- endif -%}
     {%- set breaks -%}

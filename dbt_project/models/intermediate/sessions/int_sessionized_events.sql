@@ -9,8 +9,8 @@
 -- session that ended more than the timeout before the earliest new event cannot change, and
 -- nothing is ever cut at an arbitrary window (the dbt-labs package's trailing 3 hours).
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='message_id', on_schema_change='fail') }}
-{%- set timeout_seconds = session_setting('corral_session_timeout_minutes', 1) * 60 %}
-{%- set max_seconds = session_setting('corral_max_session_hours', 1) * 3600 %}
+{%- set timeout_seconds = whole_number_var('corral_session_timeout_minutes', 1) * 60 %}
+{%- set max_seconds = whole_number_var('corral_max_session_hours', 1) * 3600 %}
 
 with
 
