@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster_defs.project import DBT_PROJECT_DIR, REPO_ROOT, dbt_executable
+from dagster_defs.traits import check_project_traits
 from loaders.home import CorralHome
 
 
@@ -30,7 +31,10 @@ def run_dbt(
     dbt_vars: Mapping[str, Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> None:
-    """`dbt <args>` on this home's warehouse; artifacts and logs stay inside the home."""
+    """`dbt <args>` on this home's warehouse; artifacts and logs stay inside the home. Computed
+    trait definitions are checked first (TraitDefinitionError lists every bad one)."""
+    if args[0] in {"build", "run", "compile"}:
+        check_project_traits(DBT_PROJECT_DIR)
     command = [
         dbt_executable(),
         *args,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -13,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pytest
 
 from dagster_defs.cli import main
+from dagster_defs.project import DBT_PROJECT_DIR
+from dagster_defs.traits import project_trait_definitions
 from identity_reference import resolve
+from traits_reference import profile_traits
 from loaders.home import CorralHome
 from loaders.synthetic import DemoSpec, write_ndjson
 
@@ -96,6 +101,53 @@ def test_audience_csv_is_the_audience(built: CorralHome) -> None:
 def test_cart_abandoners_are_within_the_window(built: CorralHome) -> None:
     rows = query(built, "select last_checkout_at, email from audiences.cart_abandoners")
     assert all(SPEC.end - timedelta(days=7) < at <= SPEC.end and email for at, email in rows)
+
+
+def test_computed_traits_equal_a_pandas_computation(built: CorralHome) -> None:
+    """Every shipped trait (all nine types, windows and filters among them) on the demo data,
+    recomputed in Python from profile_events (tests/traits_reference.py)."""
+    _, definitions = project_trait_definitions(DBT_PROJECT_DIR)["profile_traits"]
+    with closing(duckdb.connect(str(built.warehouse), read_only=True)) as con:
+        events = con.execute(
+            "select profile_id, message_id, message_type, event_name, occurred_at, properties::varchar as properties,"
+            " context::varchar as context, traits::varchar as traits from marts.profile_events"
+        ).df()
+        table = con.execute("select * from marts.profile_traits").df()
+    expected = profile_traits(events, list(table["profile_id"]), definitions, datetime.combine(SPEC.end, datetime.min.time()))
+    assert len(table) == len(expected) == query(built, "select count(*) from marts.profiles")[0][0]
+    for definition in definitions:
+        name = definition["name"]
+        got = {row["profile_id"]: row[name] for row in table[["profile_id", name]].to_dict("records")}
+        filled = 0
+        for profile_id, wanted in expected.items():
+            want = wanted[name]
+            value = got[profile_id]
+            value = None if value is None or (not isinstance(value, (str, list)) and pd.isna(value)) else value
+            if definition["type"] == "unique_list" and value is not None:
+                value = json.loads(value)
+            if isinstance(value, pd.Timestamp):
+                value = value.to_pydatetime()
+            if isinstance(want, float):
+                assert value is not None and math.isclose(value, want, rel_tol=1e-9), (name, profile_id, value, want)
+            else:
+                assert value == want, (name, profile_id, value, want)
+            filled += want not in (None, 0, [])
+        assert filled >= 3, f"the demo data must give trait {name} a value for several profiles"
+
+
+def test_audiences_and_their_history_on_the_demo(built: CorralHome) -> None:
+    audiences = dict(query(built, "select audience, member_count from marts.audiences"))
+    assert set(audiences) == {"cart_abandoners", "engaged_visitors", "high_value_customers", "recently_inactive_customers", "repeat_buyers"}
+    for audience, size in audiences.items():
+        assert size == query(built, f"select count(*) from audiences.{audience}")[0][0] > 0, audience
+    assert query(built, "select audience, count(*) from marts.audience_memberships group by 1 order by 1") == sorted(audiences.items())
+    assert query(built, "select distinct event_type from marts.audience_events") == [("entered",)]  # one build: everyone entered
+    assert sorted(query(built, "select audience, member_count, entered_count, exited_count from marts.audience_sizes")) == sorted(
+        (audience, size, size, 0) for audience, size in audiences.items()
+    )
+    high_value = query(built, "select count(*) from marts.profile_traits join marts.profiles using (profile_id)"
+                       " where email is not null and (lifetime_revenue >= 1000 or revenue_last_90_days >= 500)")
+    assert high_value == [(audiences["high_value_customers"],)]
 
 
 def test_second_load_loads_nothing_and_status_reports(built: CorralHome, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,3 +33,21 @@
 {% macro loaded_through(column='loaded_through') -%}
     (select coalesce(max({{ column }}), cast('1900-01-01' as {{ dbt.type_timestamp() }})) from {{ this }})
 {%- endmacro %}
+
+{#- A double-precision float (DuckDB's `float` is single precision). -#}
+{% macro type_double() -%}
+    {{ return(adapter.dispatch('type_double', 'corral')()) }}
+{%- endmacro %}
+
+{% macro default__type_double() -%}
+    {{ dbt.type_float() }}
+{%- endmacro %}
+
+{% macro duckdb__type_double() -%}
+    double
+{%- endmacro %}
+
+{#- This build's start time as a timestamp (microseconds), the same in every model of a run. -#}
+{% macro build_time() -%}
+    cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as {{ dbt.type_timestamp() }})
+{%- endmacro %}

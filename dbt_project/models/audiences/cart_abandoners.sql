@@ -1,6 +1,6 @@
 -- Known customers who started a checkout in the 7 days before the build's as-of time and have
 -- not completed an order since their latest checkout.
-{{ config(meta={'audience': {'name': 'Cart abandoners (7 days)', 'owner': 'growth@example.com'}}) }}
+{{ config(meta={'audience': {'name': 'Cart abandoners (7 days)', 'description': 'Known customers with a checkout in the last 7 days and no order since.', 'owner': 'growth@example.com'}}) }}
 
 with
 

@@ -1,5 +1,5 @@
--- Customers who completed two or more orders, with their order totals.
-{{ config(meta={'audience': {'name': 'Repeat buyers', 'owner': 'growth@example.com'}}) }}
+-- Customers with two or more completed orders, with their order totals.
+{{ config(meta={'audience': {'name': 'Repeat buyers', 'description': 'Customers with two or more completed orders.', 'owner': 'growth@example.com'}}) }}
 
 with
 
@@ -9,16 +9,9 @@ profiles as (
 
 ),
 
-orders as (
+profile_traits as (
 
-    select
-        profile_id,
-        count(*) as order_count,
-        sum({{ dbt.safe_cast(json_extract_string('properties', ['revenue']), dbt.type_numeric()) }}) as total_revenue,
-        max(occurred_at) as last_order_at
-    from {{ ref('profile_events') }}
-    where message_type = 'track' and event_name = 'Order Completed'
-    group by profile_id
+    select * from {{ ref('profile_traits') }}
 
 ),
 
@@ -28,12 +21,12 @@ final as (
         profiles.profile_id,
         profiles.user_id,
         profiles.email,
-        orders.order_count,
-        orders.total_revenue,
-        orders.last_order_at
+        profile_traits.order_count,
+        profile_traits.lifetime_revenue as total_revenue,
+        profile_traits.first_order_at
     from profiles
-    inner join orders on profiles.profile_id = orders.profile_id
-    where orders.order_count >= 2
+    inner join profile_traits on profiles.profile_id = profile_traits.profile_id
+    where profile_traits.order_count >= 2
 
 )
 
