@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/collector_bench.py
 	$(BIN)/python bench/identity_bench.py
 	$(BIN)/python bench/sessions_bench.py
+	$(BIN)/python bench/traits_bench.py
 
 clean:
 	rm -rf $(VENV) .corral dbt_project/target dbt_project/logs *.egg-info

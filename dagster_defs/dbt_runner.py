@@ -34,7 +34,7 @@ def run_dbt(
     """`dbt <args>` on this home's warehouse; artifacts and logs stay inside the home. Computed
     trait definitions are checked first (TraitDefinitionError lists every bad one)."""
     if args[0] in {"build", "run", "compile"}:
-        check_project_traits(DBT_PROJECT_DIR)
+        check_project_traits(DBT_PROJECT_DIR, dict(dbt_vars or {}))
     command = [
         dbt_executable(),
         *args,

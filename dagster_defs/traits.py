@@ -1,7 +1,7 @@
 """Computed-trait definitions, checked with sqlglot before a build sends them to dbt.
 
-The definitions live in the dbt project's YAML (a model's `config.meta.computed_traits`); the
-macro `computed_traits` turns them into SQL and refuses bad ones itself, on every engine. This
+The definitions are the dbt var `corral_computed_traits` (dbt_project.yml); the macro
+`computed_traits` turns them into SQL and refuses bad ones itself, on every engine. This
 module applies the same rules in Python with sqlglot's parser, so `corral build`, `corral demo`
 and the Dagster definitions stop on a bad trait before dbt runs, with every problem listed.
 """
@@ -17,6 +17,7 @@ import sqlglot
 import yaml
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 TYPES = {
     "event_counter": False, "aggregation": True, "most_frequent": True, "first": True, "last": True,
@@ -26,6 +27,8 @@ KEYS = {"name", "type", "description", "event", "message_type", "property", "fun
 MESSAGE_TYPES = {"track", "page", "screen", "identify", "group", "alias"}
 FUNCTIONS: dict[type[exp.Expression], str] = {exp.Lower: "string", exp.Upper: "string", exp.Trim: "string", exp.Length: "number", exp.Coalesce: "string"}
 COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+NAME_TOKENS = {TokenType.VAR, TokenType.IDENTIFIER}
+VALUE_TOKENS = NAME_TOKENS | {TokenType.STRING, TokenType.NUMBER, TokenType.TRUE, TokenType.FALSE, TokenType.NULL}
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*(\.[A-Za-z_][A-Za-z0-9_ ]*)*$")
 
@@ -47,16 +50,29 @@ def parse_filter(text: str) -> exp.Expression:
     """The filter's syntax tree, or FilterError saying why it is refused."""
     if not isinstance(text, str) or not text.strip():
         raise FilterError("a filter must be non-empty text")
-    if "--" in text or "/*" in text or ";" in text:
-        raise FilterError("comments and statement separators are not allowed")
     try:
+        tokens = sqlglot.tokenize(text, read="duckdb")
         statements = sqlglot.parse(text, read="duckdb")
     except (ParseError, TokenError) as error:
         raise FilterError(f"it does not parse: {str(error).splitlines()[0]}") from None
-    if len(statements) != 1 or statements[0] is None:
-        raise FilterError("it must be one expression, not several statements")
+    if any(token.token_type == TokenType.SEMICOLON for token in tokens) or len(statements) != 1 or statements[0] is None:
+        raise FilterError("one expression only: ';' and further statements are not allowed")
+    if any(token.comments for token in tokens):
+        raise FilterError("comments are not allowed")
+    if any(token.text == "==" for token in tokens):
+        raise FilterError("'==' is not SQL; use '='")
     tree = statements[0]
     _condition(tree)
+    # the parser can drop parts it does not use (length(a, b) reads as length(a)): every name and
+    # value written must be in the tree
+    written = [
+        token for position, token in enumerate(tokens)
+        if token.token_type in VALUE_TOKENS
+        and not (token.token_type in NAME_TOKENS and position + 1 < len(tokens) and tokens[position + 1].token_type == TokenType.L_PAREN)
+    ]
+    parsed = [node for node in tree.walk() if isinstance(node, (exp.Identifier, exp.Literal, exp.Boolean, exp.Null))]
+    if len(written) != len(parsed):
+        raise FilterError("part of it would be ignored; check the function arguments")
     return tree
 
 
@@ -75,8 +91,8 @@ def _condition(node: exp.Expression) -> None:
             raise FilterError("'is' must be followed by null or not null")
         _operand(node.this)
     elif isinstance(node, exp.In):
-        if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
-            raise FilterError("in takes a list of values, not a subquery")
+        if node.args.get("query") or node.args.get("unnest") or node.args.get("field") or not node.expressions:
+            raise FilterError("in takes a list of one or more values, not a subquery")
         _same_kind([_operand(node.this), *(_operand(item) for item in node.expressions)])
     elif isinstance(node, exp.Like):
         _operand(node.this)
@@ -142,7 +158,7 @@ def name_path(node: exp.Expression) -> list[str]:
 def check_definitions(definitions: Any, where: str) -> list[str]:
     """Every problem with a list of trait definitions, each naming its trait."""
     if not isinstance(definitions, list) or not definitions:
-        return [f"{where}: meta.computed_traits must be a list of trait definitions"]
+        return [f"{where} must be a list of trait definitions"]
     problems: list[str] = []
     seen: set[str] = set()
     for number, definition in enumerate(definitions, start=1):
@@ -198,22 +214,20 @@ def _definition_problems(definition: dict[str, Any], seen: set[str]) -> list[str
     return problems
 
 
-def project_trait_definitions(project_dir: Path) -> dict[str, tuple[Path, Any]]:
-    """model name -> (YAML file, its meta.computed_traits), for every model that declares some."""
-    found: dict[str, tuple[Path, Any]] = {}
-    for path in sorted((project_dir / "models").rglob("*.yml")):
-        document = yaml.safe_load(path.read_text()) or {}
-        for model in document.get("models") or []:
-            meta = ((model.get("config") or {}).get("meta") or model.get("meta") or {}) if isinstance(model, dict) else {}
-            if "computed_traits" in meta:
-                found[model.get("name", "?")] = (path, meta["computed_traits"])
-    return found
+VAR = "corral_computed_traits"
 
 
-def check_project_traits(project_dir: Path) -> None:
-    """Raise TraitDefinitionError listing every bad computed trait in the project."""
-    problems = []
-    for model, (path, definitions) in project_trait_definitions(project_dir).items():
-        problems += check_definitions(definitions, f"{model} ({path.relative_to(project_dir)})")
-    if problems:
+def project_trait_definitions(project_dir: Path, dbt_vars: dict[str, Any] | None = None) -> Any:
+    """The trait definitions a build will use: var corral_computed_traits as passed with --vars,
+    else as dbt_project.yml sets it."""
+    if dbt_vars and VAR in dbt_vars:
+        return dbt_vars[VAR]
+    project = yaml.safe_load((project_dir / "dbt_project.yml").read_text()) or {}
+    return (project.get("vars") or {}).get(VAR)
+
+
+def check_project_traits(project_dir: Path, dbt_vars: dict[str, Any] | None = None) -> None:
+    """Raise TraitDefinitionError listing every bad computed trait the build would use."""
+    where = f"var {VAR}" + (" (--vars)" if dbt_vars and VAR in dbt_vars else f" ({project_dir.name}/dbt_project.yml)")
+    if problems := check_definitions(project_trait_definitions(project_dir, dbt_vars), where):
         raise TraitDefinitionError("\n".join(problems))

@@ -106,7 +106,7 @@ def test_cart_abandoners_are_within_the_window(built: CorralHome) -> None:
 def test_computed_traits_equal_a_pandas_computation(built: CorralHome) -> None:
     """Every shipped trait (all nine types, windows and filters among them) on the demo data,
     recomputed in Python from profile_events (tests/traits_reference.py)."""
-    _, definitions = project_trait_definitions(DBT_PROJECT_DIR)["profile_traits"]
+    definitions = project_trait_definitions(DBT_PROJECT_DIR)
     with closing(duckdb.connect(str(built.warehouse), read_only=True)) as con:
         events = con.execute(
             "select profile_id, message_id, message_type, event_name, occurred_at, properties::varchar as properties,"

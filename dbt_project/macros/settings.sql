@@ -51,3 +51,21 @@
 {% macro build_time() -%}
     cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as {{ dbt.type_timestamp() }})
 {%- endmacro %}
+
+{#- Text read as a double, or null when it is not a number (a property sent as "n/a" must not
+    fail the build). dbt.safe_cast is a plain cast on DuckDB, hence this. -#}
+{% macro number_or_null(text) -%}
+    {{ return(adapter.dispatch('number_or_null', 'corral')(text)) }}
+{%- endmacro %}
+
+{% macro default__number_or_null(text) -%}
+    {{ dbt.safe_cast(text, type_double()) }}
+{%- endmacro %}
+
+{% macro duckdb__number_or_null(text) -%}
+    try_cast({{ text }} as double)
+{%- endmacro %}
+
+{% macro postgres__number_or_null(text) -%}
+    case when trim({{ text }}) ~ '^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$' then cast({{ text }} as double precision) end
+{%- endmacro %}

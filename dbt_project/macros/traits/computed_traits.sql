@@ -1,7 +1,8 @@
 {#-
-    computed_traits(definitions, label): the SQL of one row per profile and one column per trait,
-    over profile_events, from a list of trait definitions (see models/marts/traits/_traits__models.yml
-    for the fields). A wrong definition fails the build with a message naming the trait.
+    computed_traits(): the SQL of one row per profile and one column per trait, over
+    profile_events, from the trait definitions in var `corral_computed_traits` (dbt_project.yml;
+    models/marts/traits/_traits__models.yml describes the fields). A var, so each unit test can
+    declare the traits it checks. A wrong definition fails the build with a message naming the trait.
 -#}
 
 {%- macro computed_trait_types() -%}
@@ -82,17 +83,46 @@
     }) }}
 {%- endmacro %}
 
-{#- The event fields a trait reads: `plan`, `properties.plan`, `context.page.path`, `traits.email`. -#}
-{% macro event_field(path, default_column='properties') -%}
+{#- An event field a trait reads: `plan`, `properties.plan`, `context.page.path`, `traits.email`,
+    as SQL over its JSON column; or, given a `fields` registry ({(column, path): alias}), as the
+    alias of a column the caller extracts once for all traits (event_fields_extracted). -#}
+{% macro event_field(path, default_column='properties', fields=none) -%}
     {%- set path = path.split('.') if path is string else path -%}
+    {%- set column = default_column -%}
     {%- if path | length > 1 and path[0] | lower in ('properties', 'context', 'traits') -%}
-        {{ return(json_extract_string(path[0] | lower, path[1:])) }}
+        {%- set column = path[0] | lower -%}
+        {%- set path = path[1:] -%}
     {%- endif -%}
-    {{ return(json_extract_string(default_column, path)) }}
+    {%- if fields is none -%}
+        {{ return(json_extract_string(column, path)) }}
+    {%- endif -%}
+    {%- set key = (column, path | join('.')) -%}
+    {%- if key not in fields -%}{%- do fields.update({key: {'alias': 'field_' ~ (fields | length + 1), 'column': column, 'path': path}}) -%}{%- endif -%}
+    {{ return(fields[key].alias) }}
+{%- endmacro %}
+
+{#- The registered fields as columns, each JSON column parsed once for all its fields. -#}
+{% macro event_fields_extracted(fields, relation) -%}
+    {%- set columns = fields.values() | map(attribute='column') | unique | list -%}
+    select
+        extracted.*
+        {%- for field in fields.values() -%}
+        {%- set paths = fields.values() | selectattr('column', 'equalto', field.column) | map(attribute='path') | list %},
+        {{ array_item(field.column ~ '_fields', paths.index(field.path) + 1) }} as {{ field.alias }}
+        {%- endfor %}
+    from (
+        select
+            *
+            {%- for column in columns -%}
+            {%- set paths = fields.values() | selectattr('column', 'equalto', column) | map(attribute='path') | list %},
+            {{ json_extract_strings(column, paths) }} as {{ column }}_fields
+            {%- endfor %}
+        from {{ relation }}
+    ) as extracted
 {%- endmacro %}
 
 {#- The condition an event must meet to count for a trait (event, message type, window, filter). -#}
-{% macro computed_trait_condition(trait) -%}
+{% macro computed_trait_condition(trait, fields) -%}
     {%- set parts = [] -%}
     {%- if trait.message_type -%}{%- do parts.append("message_type = '" ~ trait.message_type ~ "'") -%}{%- endif -%}
     {%- if trait.events -%}
@@ -103,25 +133,30 @@
     {%- if trait.window_days -%}
         {%- do parts.append("occurred_at > " ~ dbt.dateadd('day', -trait.window_days, as_of())) -%}
     {%- endif -%}
-    {%- if trait.filter -%}{%- do parts.append("(" ~ safe_filter(trait.filter, trait.label) ~ ")") -%}{%- endif -%}
-    {%- if trait.property -%}{%- do parts.append(event_field(trait.property) ~ " is not null") -%}{%- endif -%}
+    {%- if trait.filter -%}{%- do parts.append("(" ~ safe_filter(trait.filter, trait.label, fields=fields) ~ ")") -%}{%- endif -%}
+    {%- if trait.property -%}{%- do parts.append(event_field(trait.property, fields=fields) ~ " is not null") -%}{%- endif -%}
     {{ return(parts | join(' and ') if parts else '1 = 1') }}
 {%- endmacro %}
 
-{% macro computed_traits(definitions, label) -%}
+{% macro computed_traits() -%}
     {%- set profiles = ref('profiles') -%}
     {%- set profile_events = ref('profile_events') -%}
     {%- if not execute -%}
         select profile_id from {{ profiles }}
         {{- return('') -}}
     {%- endif -%}
+    {%- set label = 'var corral_computed_traits' -%}
+    {%- set definitions = var('corral_computed_traits', none) -%}
     {%- if definitions is none or definitions is string or definitions is mapping or definitions is not iterable or definitions | length == 0 -%}
-        {{ exceptions.raise_compiler_error(label ~ ": meta.computed_traits must be a list of trait definitions") }}
+        {{ exceptions.raise_compiler_error(label ~ " must be a list of trait definitions") }}
     {%- endif -%}
     {%- set names = [] -%}
     {%- set traits = [] -%}
+    {%- set fields = {} -%}
     {%- for definition in definitions -%}
-        {%- do traits.append(computed_trait_definition(definition, label, names)) -%}
+        {%- set trait = computed_trait_definition(definition, label, names) -%}
+        {%- do trait.update({'condition': computed_trait_condition(trait, fields), 'value': event_field(trait.property, fields=fields) if trait.property else none}) -%}
+        {%- do traits.append(trait) -%}
     {%- endfor -%}
     {%- set grouped = traits | selectattr('type', 'in', ['most_frequent', 'unique_list']) | list -%}
     {%- set any_event = traits | selectattr('events', 'none') | list -%}
@@ -141,11 +176,11 @@ events as (
         message_type,
         event_name,
         occurred_at,
-        {{ sortable_timestamp('occurred_at') }} || message_id as event_order,
-        properties,
-        context,
-        traits
-    from {{ profile_events }}
+        {{ sortable_timestamp('occurred_at') }} || message_id as event_order
+        {%- for field in fields.values() %},
+        {{ field.alias }}
+        {%- endfor %}
+    from ({{ event_fields_extracted(fields, profile_events) }}) as profile_events
     where occurred_at <= {{ as_of() }}
     {%- if not any_event %}
         {%- set all_events = [] -%}
@@ -160,12 +195,12 @@ aggregated as (
     select
         profile_id
         {%- for trait in traits if trait.type not in ['most_frequent', 'unique_list'] %},
-        {% set condition = computed_trait_condition(trait) -%}
-        {%- set value = event_field(trait.property) if trait.property else none -%}
+        {% set condition = trait.condition -%}
+        {%- set value = trait.value -%}
         {%- if trait.type == 'event_counter' -%}
         count(case when {{ condition }} then 1 end)
         {%- elif trait.type == 'aggregation' -%}
-        {{ trait.function }}(case when {{ condition }} then {{ dbt.safe_cast(value, type_double()) }} end)
+        {{ trait.function }}(case when {{ condition }} then {{ number_or_null(value) }} end)
         {%- elif trait.type == 'unique_list_count' -%}
         count(distinct case when {{ condition }} then {{ value }} end)
         {%- elif trait.type == 'first_seen' -%}
@@ -184,10 +219,10 @@ aggregated as (
 
 {{ trait.name }}_values as (
 
-    select profile_id, {{ event_field(trait.property) }} as trait_value, count(*) as occurrences
+    select profile_id, {{ trait.value }} as trait_value, count(*) as occurrences
     from events
-    where {{ computed_trait_condition(trait) }}
-    group by profile_id, {{ event_field(trait.property) }}
+    where {{ trait.condition }}
+    group by profile_id, {{ trait.value }}
 
 ),
 {%- if trait.type == 'most_frequent' %}

@@ -14,8 +14,8 @@
     The Python twin in dagster_defs/expressions.py checks the same rules with sqlglot before a
     build starts; tests/test_traits.py holds both to the same verdicts.
 -#}
-{% macro safe_filter(text, label, json_column='properties') -%}
-    {%- set result = safe_filter_result(text, json_column) -%}
+{% macro safe_filter(text, label, json_column='properties', fields=none) -%}
+    {%- set result = safe_filter_result(text, json_column, fields) -%}
     {%- if result.error is not none -%}
         {{ exceptions.raise_compiler_error(label ~ ": filter " ~ (text | tojson) ~ " is not a plain boolean expression: " ~ result.error) }}
     {%- endif -%}
@@ -23,8 +23,8 @@
 {%- endmacro %}
 
 {#- {'sql': ..., 'error': none} or {'sql': none, 'error': 'what is wrong (at character N)'} -#}
-{% macro safe_filter_result(text, json_column='properties') -%}
-    {%- set ns = namespace(pos=0, error=none, kind=none, text_sql=none, number_sql=none, json_column=json_column) -%}
+{% macro safe_filter_result(text, json_column='properties', fields=none) -%}
+    {%- set ns = namespace(pos=0, error=none, kind=none, text_sql=none, number_sql=none, json_column=json_column, fields=fields) -%}
     {%- set tokens = _safe_filter_tokens(text | string, ns) -%}
     {%- if ns.error is not none -%}{%- set ns.pos = tokens | length - 1 -%}{%- endif -%}
     {%- set sql = _safe_filter_or(tokens, ns) | trim -%}
@@ -223,7 +223,7 @@
             {%- endif -%}
             {%- set call = token.kw ~ '(' ~ arguments | join(', ') ~ ')' -%}
             {%- if functions[token.kw] == 'string' -%}
-                {{- _safe_filter_set(ns, 'function', call, dbt.safe_cast(call, type_double())) -}}
+                {{- _safe_filter_set(ns, 'function', call, number_or_null(call)) -}}
             {%- else -%}
                 {{- _safe_filter_set(ns, 'number', call, call) -}}
             {%- endif -%}
@@ -239,8 +239,8 @@
                 {{- _safe_filter_fail(ns, "a name must follow '.'") -}}
             {%- endif -%}
         {%- endfor -%}
-        {%- set extracted = event_field(path, ns.json_column) -%}
-        {{- _safe_filter_set(ns, 'name', extracted, dbt.safe_cast(extracted, type_double())) -}}
+        {%- set extracted = event_field(path, ns.json_column, ns.fields) -%}
+        {{- _safe_filter_set(ns, 'name', extracted, number_or_null(extracted)) -}}
     {%- else -%}
         {{- _safe_filter_fail(ns, "expected a name or a value but found '" ~ token.text ~ "'") -}}
     {%- endif -%}
