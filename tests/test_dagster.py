@@ -30,6 +30,13 @@ def test_definitions_hold_the_whole_flow() -> None:
     assert graph.get(AssetKey(["audiences", "repeat_buyers"])).group_name == "audiences"
     assert graph.get(AssetKey(["syncs", "repeat_buyers_to_file"])).group_name == "syncs"
     assert graph.get(AssetKey(["raw", "events"])).group_name == "ingestion"
+    # traits and audiences: traits from profile_events, audiences from traits, history from every audience
+    assert AssetKey(["marts", "profile_events"]) in graph.get(AssetKey(["marts", "profile_traits"])).parent_keys
+    assert AssetKey(["marts", "profile_traits"]) in graph.get(AssetKey(["audiences", "high_value_customers"])).parent_keys
+    audiences = {"cart_abandoners", "engaged_visitors", "high_value_customers", "recently_inactive_customers", "repeat_buyers"}
+    assert {AssetKey(["audiences", name]) for name in audiences} <= graph.get(AssetKey(["intermediate", "int_audience_members"])).parent_keys
+    for key in (["marts", "profile_traits"], ["marts", "audience_events"], ["marts", "audience_sizes"]):
+        assert graph.get(AssetKey(key)).group_name == "audiences"
 
 
 @pytest.mark.slow
