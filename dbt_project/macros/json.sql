@@ -113,3 +113,24 @@
 {% macro postgres__json_object_agg(key, value) -%}
     jsonb_object_agg({{ key }}, {{ value }}::jsonb)
 {%- endmacro %}
+
+{#- json_array_agg(value): the values aggregated into one JSON array, sorted. -#}
+{% macro json_array_agg(value) -%}
+    {{ return(adapter.dispatch('json_array_agg', 'corral')(value)) }}
+{%- endmacro %}
+
+{% macro default__json_array_agg(value) -%}
+    {{ exceptions.raise_compiler_error("corral: json_array_agg has no implementation for adapter '" ~ adapter.type() ~ "'; add " ~ adapter.type() ~ "__json_array_agg in dbt_project/macros/json.sql") }}
+{%- endmacro %}
+
+{% macro spark__json_array_agg(value) -%}
+    to_json(array_sort(collect_list({{ value }})))
+{%- endmacro %}
+
+{% macro duckdb__json_array_agg(value) -%}
+    to_json(list({{ value }} order by {{ value }}))
+{%- endmacro %}
+
+{% macro postgres__json_array_agg(value) -%}
+    jsonb_agg({{ value }} order by {{ value }})
+{%- endmacro %}

@@ -285,6 +285,10 @@ select * from final
 {%- endmacro %}
 
 {% macro default__value_at_order(value, order_column, condition, which) -%}
+    {{ exceptions.raise_compiler_error("corral: value_at_order has no implementation for adapter '" ~ adapter.type() ~ "'; add " ~ adapter.type() ~ "__value_at_order in dbt_project/macros/traits/computed_traits.sql") }}
+{%- endmacro %}
+
+{% macro spark__value_at_order(value, order_column, condition, which) -%}
     {{ 'min_by' if which == 'first' else 'max_by' }}(case when {{ condition }} then {{ value }} end, case when {{ condition }} then {{ order_column }} end)
 {%- endmacro %}
 
@@ -294,21 +298,4 @@ select * from final
 
 {% macro postgres__value_at_order(value, order_column, condition, which) -%}
     (array_agg({{ value }} order by {{ order_column }}{{ ' desc' if which == 'last' else '' }}) filter (where {{ condition }}))[1]
-{%- endmacro %}
-
-{#- A JSON array of the distinct values, sorted. -#}
-{% macro json_array_agg(value) -%}
-    {{ return(adapter.dispatch('json_array_agg', 'corral')(value)) }}
-{%- endmacro %}
-
-{% macro default__json_array_agg(value) -%}
-    to_json(array_sort(collect_list({{ value }})))
-{%- endmacro %}
-
-{% macro duckdb__json_array_agg(value) -%}
-    to_json(list({{ value }} order by {{ value }}))
-{%- endmacro %}
-
-{% macro postgres__json_array_agg(value) -%}
-    jsonb_agg({{ value }} order by {{ value }})
 {%- endmacro %}
