@@ -328,9 +328,9 @@ def report(r: Result, command: str) -> str:
         + ("" if r.count_scans else ": it reads no data, DuckDB answers it from row-group metadata")
         + f"; reading the key and time columns takes {seconds(column_s)} s, the real floor. `profile_traits` "
         f"is {times(traits_s / json_s)}× reading the property JSON once and {times(traits_s / parse_s)}× parsing one "
-        "field of it: it reads every event up to the as-of time with its JSON, calls `json_extract_string` per trait "
-        "(in its condition and for its value, where staging reads many fields with one `json_extract_strings`) and "
-        "aggregates per profile. `cart_abandoners` joins its checkouts back to every Order Completed event in "
+        "field of it: it reads every event up to the as-of time, parses the property JSON once for all the fields the "
+        "traits read (`json_extract_strings`), evaluates 20 conditions per event, and aggregates per profile, with a "
+        "second grouping per (profile, value) for `most_frequent` and `unique_list`. `cart_abandoners` joins its checkouts back to every Order Completed event in "
         "`profile_events`; the other audiences read the narrow traits table or sessions, and the history models "
         "compare member lists (build 2 also ranks the history it reads)."
     )
