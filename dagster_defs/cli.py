@@ -61,12 +61,19 @@ def cmd_sync(args: argparse.Namespace, home: CorralHome) -> int:
     chosen = [find_sync(syncs, args.name)] if args.name else syncs
     failed = 0
     for sync in chosen:
-        result = run_one(home, sync, dry_run=args.dry_run)
+        result = run_one(home, sync, dry_run=args.dry_run, full=args.full, echo=say)
+        changes = ", ".join(f"{result.changes.get(c, 0):,} {c}" for c in ("added", "changed", "removed", "unchanged"))
         if args.dry_run:
-            say(f"{sync.name}: would send {result.planned:,} rows from {sync.model} to {sync.destination} ({sync.mode})")
+            say(f"{sync.name}: would send {result.planned:,} records from {sync.model} to {sync.destination} ({sync.mode}: {changes})")
+            for operation, rows in result.samples.items():
+                say(f"  {operation} {result.operations[operation]:,}, e.g.:")
+                for row in rows:
+                    say(f"    {row}")
             continue
         where = f" → {result.metadata['path']}" if "path" in result.metadata else ""
-        say(f"{sync.name}: {result.status}, {result.succeeded:,} of {result.planned:,} rows sent{where} in {result.duration_seconds:.2f}s")
+        rejected = f", {result.rejected:,} rejected after {sync.max_attempts} runs" if result.rejected else ""
+        say(f"{sync.name}: {result.status}: {changes}; {result.succeeded:,} of {result.planned:,} records delivered, "
+            f"{result.failed:,} failed{rejected}{where} in {result.duration_seconds:.2f}s")
         for error in result.errors[:5]:
             say(f"  {error}")
         failed += result.status != "success"
@@ -161,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="run declared syncs (dbt exposures with meta.corral_sync)")
     sync.add_argument("name", nargs="?", help="one sync (default: all)")
     sync.add_argument("--dry-run", action="store_true", help="say what would be sent; send nothing")
-    sync.add_argument("--full", action="store_true", help="resend every row, not only changes (file syncs always write the whole mart)")
+    sync.add_argument("--full", action="store_true", help="resend every row, not only changes (and retry rejected ones)")
     sync.set_defaults(run=cmd_sync)
 
     status = commands.add_parser("status", help="what the warehouse holds: events, profiles, sessions, audiences, syncs")

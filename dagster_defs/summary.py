@@ -37,9 +37,9 @@ def summarize(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     try:
         runs = con.execute(
             """
-            select sync_name, status, rows_succeeded, rows_failed, finished_at
-            from corral_sync.sync_runs
-            where not dry_run
+            select sync_name, status, succeeded, failed + rejected, finished_at
+            from corral_sync.runs
+            where not dry_run and finished_at is not null
             qualify row_number() over (partition by sync_name order by finished_at desc) = 1
             order by sync_name
             """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -26,7 +27,15 @@ def destination_env(home: CorralHome) -> dict[str, str]:
     return env
 
 
-def run_one(home: CorralHome, sync: SyncSpec, dry_run: bool = False, client: httpx.Client | None = None) -> SyncRunResult:
-    destination = make_destination(sync.destination, destination_env(home), client)
-    with closing(connect(home)) as con:
-        return run_sync(con, sync, destination, dry_run=dry_run)
+def run_one(home: CorralHome, sync: SyncSpec, dry_run: bool = False, full: bool = False, client: httpx.Client | None = None,
+            echo: Callable[[str], None] | None = None) -> SyncRunResult:
+    """One sync run; HTTP destinations get a client with sane timeouts unless one is given."""
+    owned = client is None
+    client = client or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
+    try:
+        destination = make_destination(sync.destination, destination_env(home), client)
+        with closing(connect(home)) as con:
+            return run_sync(con, sync, destination, dry_run=dry_run, full=full, echo=echo)
+    finally:
+        if owned:
+            client.close()

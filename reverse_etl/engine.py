@@ -1,53 +1,75 @@
-"""Runs one sync: check it against the warehouse, stream the mart in batches through the
-destination, and record the run in `corral_sync.sync_runs`.
+"""Runs one sync: plan it in the warehouse, send what the plan says in batches, commit each
+batch's answers, and record the run.
 
-The engine knows nothing of any vendor. Reads are streamed from the warehouse as Arrow record
-batches of the destination's batch size, never materialized whole in Python.
+- Plan: the mart diffed against the sync's state in SQL (reverse_etl/state.py): added,
+  changed, removed, unchanged; the sync's mode says what each becomes.
+- Execute: the plan is streamed from the warehouse as Arrow batches of the destination's
+  batch size (never all rows in Python), sent by up to `max_concurrency` workers paced by a
+  token bucket at the destination's declared rate; 429s, 5xx and timeouts back off
+  exponentially with jitter, honouring Retry-After, until the sync's deadline.
+- Commit: each batch's per-record answers are written as soon as it returns, so a crash
+  loses at most the batches in flight, which the next run sends again; a confirmed record is
+  never sent again for the same version. Failures are retried on later runs, up to
+  `max_attempts` runs, then reported as rejected.
+
+The engine knows nothing of any vendor.
 """
 
 from __future__ import annotations
 
+import random
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
-from reverse_etl.destinations.base import Destination
+from reverse_etl import state
+from reverse_etl.destinations.base import BatchRejected, Destination, RecordResult, RetryableError
+from reverse_etl.pacing import DeadlineExceeded, RetryPolicy, TokenBucket, with_retries
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
-SYNC_DDL = """
-create schema if not exists corral_sync;
-create table if not exists corral_sync.sync_runs (
-    sync_name varchar not null,
-    started_at timestamp not null,
-    finished_at timestamp not null,
-    status varchar not null,
-    dry_run boolean not null,
-    rows_planned bigint not null,
-    rows_sent bigint not null,
-    rows_succeeded bigint not null,
-    rows_failed bigint not null,
-    duration_seconds double not null,
-    error varchar
-);
-"""
 MAX_ERRORS_KEPT = 20
+SEND_ORDER = ("upsert", "insert", "update", "add", "delete", "remove")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    retry: RetryPolicy = RetryPolicy()
+    progress_every_seconds: float = 5.0
+    seed: int | None = None
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass
 class SyncRunResult:
     sync: str
+    run_id: str = ""
     status: str = "running"
     dry_run: bool = False
+    full: bool = False
+    changes: dict[str, int] = field(default_factory=dict)
+    operations: dict[str, int] = field(default_factory=dict)
     planned: int = 0
     sent: int = 0
     succeeded: int = 0
     failed: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    requests_retried: int = 0
     duration_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, message: str) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(message)
 
 
 def check_columns(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
@@ -65,69 +87,209 @@ def check_columns(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
 
 
 def run_sync(
-    con: duckdb.DuckDBPyConnection, sync: SyncSpec, destination: Destination, dry_run: bool = False
+    con: duckdb.DuckDBPyConnection,
+    sync: SyncSpec,
+    destination: Destination,
+    dry_run: bool = False,
+    full: bool = False,
+    options: EngineOptions = EngineOptions(),
+    echo: Callable[[str], None] | None = None,
 ) -> SyncRunResult:
+    """Plan, send and commit one sync; the result says what happened. Configuration problems
+    raise SyncConfigError before anything is sent."""
     destination.check(sync)
     check_columns(con, sync)
-    con.execute(SYNC_DDL)
-    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    state.check_keys(con, sync)
+    con.execute(state.DDL)
+    result = SyncRunResult(sync=sync.name, run_id=uuid.uuid4().hex, dry_run=dry_run, full=full)
     clock = time.monotonic()
-    result = SyncRunResult(sync=sync.name, dry_run=dry_run)
-    select = ", ".join(f'"{column}" as "{target}"' for column, target in sync.mapping.items())
-    query = f"select {select} from {sync.relation} order by \"{sync.primary_key}\""
-    key = sync.mapping[sync.primary_key]
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    _start_run(con, result, started)
     try:
+        state.build_plan(con, sync, full)
+        result.changes = state.plan_counts(con, sync)
+        result.operations = state.operation_counts(con, sync)
+        sendable = {op: n for op, n in result.operations.items() if op not in ("baseline", "forget")}
+        result.planned = sum(sendable.values())
+        result.skipped = result.changes.get("rejected", 0) if not full else 0
         if dry_run:
-            result.planned = con.execute(f"select count(*) from {sync.relation}").fetchone()[0]
+            result.samples = _samples(con, sync, sendable)
+        elif destination.capabilities.snapshot:
+            _send_snapshot(con, sync, destination, result)
         else:
-            _send_all(con, query, sync, destination, key, result)
-        result.status = "failed" if result.failed else "success"
+            state.apply_silent(con, sync)
+            _send_plan(con, sync, destination, sendable, result, options, echo, clock)
+        result.status = "failed" if (result.failed or result.rejected) else "success"
     except Exception as exc:
         result.status = "failed"
         result.errors.insert(0, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         result.duration_seconds = time.monotonic() - clock
-        _record(con, result, started)
+        _finish_run(con, result)
     return result
 
 
-def _send_all(
-    con: duckdb.DuckDBPyConnection, query: str, sync: SyncSpec, destination: Destination, key: str, result: SyncRunResult
-) -> None:
-    reader = con.sql(query).to_arrow_reader(destination.capabilities.batch_size)
+def _samples(con: duckdb.DuckDBPyConnection, sync: SyncSpec, operations: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    columns = ", ".join(["record_key", *(state.quote(t) for t in sync.mapping.values())])
+    return {
+        op: con.sql(
+            f"select {columns} from {state.plan_table(sync)} where operation = $op order by record_key limit 5", params={"op": op}
+        ).to_arrow_table().to_pylist()
+        for op in operations
+    }
+
+
+def _send_snapshot(con: duckdb.DuckDBPyConnection, sync: SyncSpec, destination: Destination, result: SyncRunResult) -> None:
+    """Snapshot destinations (files) take every current row, and only when something changed."""
+    if not result.planned and not result.full and destination.snapshot_exists(sync):
+        return
+    columns = ", ".join(["record_key", *(state.quote(t) for t in sync.mapping.values())])
+    order = state.quote(sync.mapping[sync.primary_key])
+    reader = con.sql(f"select {columns} from {state.plan_table(sync)} where row_hash is not null order by {order}") \
+        .to_arrow_reader(destination.capabilities.batch_size)
     success = False
     try:
-        destination.open(sync, reader.schema)
+        destination.open(sync, _payload_schema(reader.schema))
         for batch in reader:
-            result.planned += batch.num_rows
-            result.sent += batch.num_rows
-            for record in destination.send(batch, key):
-                if record.ok:
-                    result.succeeded += 1
-                else:
-                    result.failed += 1
-                    if len(result.errors) < MAX_ERRORS_KEPT:
-                        result.errors.append(f"{record.key}: {record.error}")
-        success = result.failed == 0
+            payload = batch.select(batch.schema.names[1:])
+            result.sent += payload.num_rows
+            destination.send(payload, sync.mapping[sync.primary_key], "upsert")
+        success = True
     finally:
         reader.close()
         result.metadata = destination.close(success=success)
+    state.commit_snapshot(con, sync)
+    result.succeeded = result.sent
+    result.planned = result.sent
 
 
-def _record(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:
+def _payload_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f for f in schema if f.name != "record_key"])
+
+
+def _send_plan(
+    con: duckdb.DuckDBPyConnection,
+    sync: SyncSpec,
+    destination: Destination,
+    operations: dict[str, int],
+    result: SyncRunResult,
+    options: EngineOptions,
+    echo: Callable[[str], None] | None,
+    clock: float,
+) -> None:
+    caps = destination.capabilities
+    bucket = TokenBucket(caps.requests_per_second, caps.burst) if caps.requests_per_second else None
+    deadline = clock + sync.deadline_seconds
+    rng = random.Random(options.seed)
+    committer = con.cursor()  # commits go on their own cursor while the plan streams on `con`
+    success = False
+    destination.open(sync, pa.schema([]))
+    last_progress = time.monotonic()
+    try:
+        with ThreadPoolExecutor(max_workers=caps.max_concurrency, thread_name_prefix=f"sync-{sync.name}") as pool:
+            in_flight: dict[Future[list[RecordResult]], tuple[str, pa.RecordBatch]] = {}
+            stop = False
+            for operation, batch in _batches(con, sync, operations, caps.batch_size):
+                if stop:
+                    break
+                if len(in_flight) >= caps.max_concurrency * 2:
+                    stop = _collect(committer, sync, result, in_flight, FIRST_COMPLETED)
+                payload = batch.select(batch.schema.names[1:])  # destination_id and the mapped fields
+
+                def call(payload: pa.RecordBatch = payload, operation: str = operation) -> list[RecordResult]:
+                    return destination.send(payload, sync.mapping[sync.primary_key], operation)
+
+                in_flight[pool.submit(_attempt, call, options, bucket, deadline, rng, result)] = (operation, batch)
+                result.sent += batch.num_rows
+                if echo is not None and time.monotonic() - last_progress >= options.progress_every_seconds:
+                    last_progress = time.monotonic()
+                    echo(f"{sync.name}: {result.succeeded + result.failed + result.rejected:,} of {result.planned:,} answered, "
+                         f"{result.failed + result.rejected:,} failed")
+            while in_flight:
+                _collect(committer, sync, result, in_flight, FIRST_COMPLETED)
+        success = result.failed == 0 and result.rejected == 0
+    finally:
+        committer.close()
+        result.metadata = destination.close(success=success)
+
+
+def _batches(con: duckdb.DuckDBPyConnection, sync: SyncSpec, operations: dict[str, int], size: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+    columns = ", ".join(["record_key", "destination_id", *(state.quote(t) for t in sync.mapping.values())])
+    for operation in sorted(operations, key=SEND_ORDER.index):
+        reader = con.sql(
+            f"select {columns} from {state.plan_table(sync)} where operation = $op order by record_key", params={"op": operation}
+        ).to_arrow_reader(size)
+        try:
+            for batch in reader:
+                yield operation, batch
+        finally:
+            reader.close()
+
+
+def _attempt(call: Callable[[], list[RecordResult]], options: EngineOptions, bucket: TokenBucket | None,
+             deadline: float, rng: random.Random, result: SyncRunResult) -> list[RecordResult]:
+    def counted(error: RetryableError, wait: float) -> None:
+        result.requests_retried += 1
+
+    return with_retries(call, options.retry, bucket, deadline, rng, sleep=options.sleep, on_retry=counted)
+
+
+def _collect(committer: duckdb.DuckDBPyConnection, sync: SyncSpec, result: SyncRunResult,
+             in_flight: dict[Future[list[RecordResult]], tuple[str, pa.RecordBatch]], when: str) -> bool:
+    """Commit the batches that finished; True when the deadline passed (send no more)."""
+    done, _ = wait(list(in_flight), return_when=when)
+    deadline_passed = False
+    for future in done:
+        operation, batch = in_flight.pop(future)
+        keys = batch.column("record_key").to_pylist()
+        try:
+            answers = future.result()
+            if len(answers) != len(keys):
+                raise BatchRejected(f"the destination answered {len(answers)} records for a batch of {len(keys)}")
+            rows = [(key, a.ok, a.error, a.destination_id) for key, a in zip(keys, answers, strict=True)]
+        except DeadlineExceeded as exc:
+            deadline_passed = True
+            result.sent -= len(keys)
+            result.error(f"deadline: {exc}; {len(keys):,} records of this batch were not sent and stay pending")
+            continue
+        except (RetryableError, BatchRejected) as exc:
+            rows = [(key, False, str(exc), None) for key in keys]
+        for key, ok, error, _ in rows:
+            if not ok:
+                result.error(f"{operation} {key}: {error}")
+        table = pa.table({
+            "record_key": [r[0] for r in rows],
+            "operation": [operation] * len(rows),
+            "ok": [r[1] for r in rows],
+            "error": [r[2] for r in rows],
+            "destination_id": pa.array([r[3] for r in rows], pa.string()),
+        })
+        counts = state.commit_batch(committer, sync, result.run_id, table, sync.max_attempts)
+        result.succeeded += counts["succeeded"]
+        result.failed += counts["failed"]
+        result.rejected += counts["rejected"]
+    return deadline_passed
+
+
+def _start_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:
     con.execute(
-        "insert into corral_sync.sync_runs values (?, ?, now()::timestamp, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            result.sync,
-            started,
-            result.status,
-            result.dry_run,
-            result.planned,
-            result.sent,
-            result.succeeded,
-            result.failed,
-            result.duration_seconds,
-            "\n".join(result.errors) or None,
-        ],
+        "insert into corral_sync.runs (run_id, sync_name, started_at, status, dry_run, full_resync, planned, added, changed,"
+        " removed, unchanged, sent, succeeded, failed, rejected, skipped) values (?, ?, ?, 'running', ?, ?, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+        [result.run_id, result.sync, started, result.dry_run, result.full],
+    )
+
+
+def _finish_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult) -> None:
+    c = result.changes
+    con.execute(
+        """
+        update corral_sync.runs set finished_at = now()::timestamp, status = ?, planned = ?, added = ?, changed = ?,
+            removed = ?, unchanged = ?, sent = ?, succeeded = ?, failed = ?, rejected = ?, skipped = ?,
+            duration_seconds = ?, error = ?
+        where run_id = ?
+        """,
+        [result.status, result.planned, c.get("added", 0), c.get("changed", 0), c.get("removed", 0), c.get("unchanged", 0),
+         result.sent, result.succeeded, result.failed, result.rejected, result.skipped, result.duration_seconds,
+         "\n".join(result.errors) or None, result.run_id],
     )

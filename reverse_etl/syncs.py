@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("upsert", "update", "insert", "mirror", "add_remove")
+RESERVED_FIELDS = {"record_key", "row_hash", "destination_id", "change", "operation", "attempts"}
 
 
 class SyncConfigError(ValueError):
@@ -29,6 +30,8 @@ class SyncSpec:
     mapping: dict[str, str]
     schedule: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = 5
+    deadline_seconds: float = 3600.0
     owner: str | None = None
     description: str = ""
 
@@ -63,7 +66,7 @@ def _parse(exposure: dict[str, Any], config: Any, manifest: dict[str, Any]) -> S
 
     if not isinstance(config, dict):
         raise fail("meta.corral_sync must be a mapping")
-    unknown = set(config) - {"destination", "mode", "primary_key", "mapping", "schedule", "settings"}
+    unknown = set(config) - {"destination", "mode", "primary_key", "mapping", "schedule", "settings", "max_attempts", "deadline_seconds"}
     if unknown:
         raise fail(f"unknown setting(s) {sorted(unknown)} under meta.corral_sync")
     models = [n for n in exposure.get("depends_on", {}).get("nodes", []) if n.startswith(("model.", "seed.", "snapshot."))]
@@ -81,6 +84,14 @@ def _parse(exposure: dict[str, Any], config: Any, manifest: dict[str, Any]) -> S
         raise fail("mapping must map mart columns to destination field names")
     if config["primary_key"] not in mapping:
         raise fail(f"primary_key {config['primary_key']!r} must be one of the mapped columns")
+    if reserved := sorted(set(mapping.values()) & RESERVED_FIELDS):
+        raise fail(f"destination field name(s) {reserved} are reserved by the engine; map to other names")
+    max_attempts = config.get("max_attempts", 5)
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+        raise fail(f"max_attempts must be a whole number of runs, at least 1, got {max_attempts!r}")
+    deadline = config.get("deadline_seconds", 3600)
+    if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or deadline <= 0:
+        raise fail(f"deadline_seconds must be a positive number of seconds, got {deadline!r}")
     settings = config.get("settings") or {}
     if not isinstance(settings, dict):
         raise fail("settings must be a mapping")
@@ -96,5 +107,7 @@ def _parse(exposure: dict[str, Any], config: Any, manifest: dict[str, Any]) -> S
         schedule=config.get("schedule"),
         settings=dict(settings),
         owner=owner.get("email") or owner.get("name"),
+        max_attempts=max_attempts,
+        deadline_seconds=float(deadline),
         description=exposure.get("description") or "",
     )

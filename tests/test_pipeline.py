@@ -165,8 +165,11 @@ def test_second_load_loads_nothing_and_status_reports(built: CorralHome, capsys:
 def test_dry_run_and_unknown_sync(built: CorralHome, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_HOME", str(built.root))
     size = query(built, "select count(*) from audiences.repeat_buyers")[0][0]
-    assert main(["sync", "repeat_buyers_to_file", "--dry-run"]) == 0
-    assert f"would send {size:,} rows" in capsys.readouterr().out
+    assert main(["sync", "repeat_buyers_to_file", "--dry-run"]) == 0  # synced already: nothing to send
+    assert f"would send 0 records from repeat_buyers to file (mirror: 0 added, 0 changed, 0 removed, {size:,} unchanged)" in capsys.readouterr().out
+    assert main(["sync", "repeat_buyers_to_file", "--dry-run", "--full"]) == 0
+    out = capsys.readouterr().out
+    assert f"would send {size:,} records" in out and "upsert" in out
     assert main(["sync", "nope"]) == 1
     assert "no sync named 'nope'" in capsys.readouterr().err
 

@@ -88,7 +88,7 @@ def test_file_sync_writes_the_mapped_mart(con: duckdb.DuckDBPyConnection, tmp_pa
     assert list(rows[0]) == ["Id", "Email"]
     assert [r["Id"] for r in rows] == [str(i) for i in range(1, 2501)]
     assert rows[41]["Email"] == "user42@example.com"
-    recorded = con.execute("select sync_name, status, rows_succeeded from corral_sync.sync_runs").fetchall()
+    recorded = con.execute("select sync_name, status, succeeded from corral_sync.runs").fetchall()
     assert recorded == [("buyers_out", "success", 2500)]
 
 
@@ -114,14 +114,14 @@ def test_unsupported_mode_and_unknown_destination_are_refused(con: duckdb.DuckDB
 
 
 class FailsOnSecondBatch(FileDestination):
-    capabilities: ClassVar[Capabilities] = Capabilities(modes=frozenset({"mirror"}), batch_size=1000)
+    capabilities: ClassVar[Capabilities] = Capabilities(modes=frozenset({"mirror"}), batch_size=1000, snapshot=True)
     batches = 0
 
-    def send(self, batch: pa.RecordBatch, key_column: str) -> list[RecordResult]:
+    def send(self, batch: pa.RecordBatch, key_column: str, operation: str = "upsert") -> list[RecordResult]:
         self.batches += 1
         if self.batches == 2:
             raise ConnectionError("disk went away")
-        return super().send(batch, key_column)
+        return super().send(batch, key_column, operation)
 
 
 def test_failed_run_keeps_the_previous_export(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_failed_run_keeps_the_previous_export(con: duckdb.DuckDBPyConnection, tm
         run_sync(con, spec(), FailsOnSecondBatch(env=env))
     assert (tmp_path / "buyers.csv").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["buyers.csv"]
-    statuses = con.execute("select status, error from corral_sync.sync_runs order by started_at, status desc").fetchall()
+    statuses = con.execute("select status, error from corral_sync.runs order by started_at").fetchall()
     assert [s for s, _ in statuses] == ["success", "failed"]
     assert "disk went away" in statuses[1][1]
 
@@ -142,7 +142,7 @@ class RejectsOdd(Destination):
     name: ClassVar[str] = "rejects_odd"
     capabilities: ClassVar[Capabilities] = Capabilities(modes=frozenset({"mirror"}), batch_size=100)
 
-    def send(self, batch: pa.RecordBatch, key_column: str) -> list[RecordResult]:
+    def send(self, batch: pa.RecordBatch, key_column: str, operation: str) -> list[RecordResult]:
         keys = batch.column(key_column).to_pylist()
         return [RecordResult(str(k), ok=k % 2 == 0, error=None if k % 2 == 0 else "odd ids refused") for k in keys]
 
@@ -150,7 +150,7 @@ class RejectsOdd(Destination):
 def test_per_record_failures_are_counted_and_reported(con: duckdb.DuckDBPyConnection) -> None:
     result = run_sync(con, spec(), RejectsOdd(env={}))
     assert (result.status, result.succeeded, result.failed) == ("failed", 1250, 1250)
-    assert result.errors[0] == "1: odd ids refused" and len(result.errors) == 20
+    assert result.errors[0] == "upsert 1: odd ids refused" and len(result.errors) == 20
 
 
 def test_dry_run_sends_nothing(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:

@@ -30,15 +30,21 @@ def _sync_asset(sync: SyncSpec, dbt_assets: AssetsDefinition) -> AssetsDefinitio
         result = run_one(corral.home(), sync)
         if result.status != "success":
             raise Failure(
-                description=f"sync {sync.name}: {result.failed} of {result.planned} records failed; first errors:\n"
+                description=f"sync {sync.name}: {result.failed + result.rejected} of {result.planned} records failed; first errors:\n"
                 + "\n".join(result.errors[:5]),
             )
         return MaterializeResult(
             metadata={
                 "planned": result.planned,
+                "added": result.changes.get("added", 0),
+                "changed": result.changes.get("changed", 0),
+                "removed": result.changes.get("removed", 0),
+                "unchanged": result.changes.get("unchanged", 0),
                 "sent": result.sent,
                 "succeeded": result.succeeded,
                 "failed": result.failed,
+                "rejected": result.rejected,
+                "skipped": result.skipped,
                 "duration_seconds": round(result.duration_seconds, 3),
                 **{k: str(v) for k, v in result.metadata.items()},
             }

@@ -6,6 +6,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -14,14 +16,63 @@ import pyarrow as pa
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
 
+OPERATIONS = ("upsert", "insert", "update", "delete", "add", "remove")
+
+
 @dataclass(frozen=True)
 class Capabilities:
-    """What a destination can do; the engine plans batches and pacing from this."""
+    """What a destination can do; the engine plans batches and pacing from this.
+
+    `requests_per_second` and `burst` feed the token bucket shared by the sync's workers;
+    `snapshot` destinations (files) get every current row each run that has any change."""
 
     modes: frozenset[str]
     batch_size: int
     requests_per_second: float | None = None
+    burst: float | None = None
     max_concurrency: int = 1
+    snapshot: bool = False
+
+
+class RetryableError(Exception):
+    """The request may succeed later (429, 5xx, timeout); `retry_after` in seconds if the
+    destination said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BatchRejected(Exception):
+    """The destination refused the whole request (a 4xx other than 429): every record of the
+    batch failed with this message; retrying the same request now would not help."""
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Retry-After (seconds or an HTTP date), else a reset header, as seconds from now."""
+    value = response.headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+            except (TypeError, ValueError):
+                return None
+    for header in ("X-RateLimit-Reset-After", "RateLimit-Reset"):
+        if response.headers.get(header, "").replace(".", "", 1).isdigit():
+            return float(response.headers[header])
+    return None
+
+
+def raise_for_transient(response: httpx.Response, what: str) -> None:
+    """429 and 5xx are RetryableError; any other non-2xx is BatchRejected, with the body."""
+    if response.is_success:
+        return
+    body = response.text[:500]
+    if response.status_code == 429 or response.status_code >= 500:
+        raise RetryableError(f"{what}: HTTP {response.status_code}: {body}", retry_after_seconds(response))
+    raise BatchRejected(f"{what}: HTTP {response.status_code}: {body}")
 
 
 @dataclass(frozen=True)
@@ -35,7 +86,9 @@ class RecordResult:
 class Destination(ABC):
     """Subclasses declare `name` and `capabilities` and implement `send`.
 
-    Lifecycle per sync run: `open(sync)`, `send(batch)` any number of times, `close(success)`.
+    Lifecycle per sync run: `open(sync)`, `send(batch, key, operation)` any number of times
+    (from up to `max_concurrency` threads at once), `close(success)`. `send` raises
+    RetryableError (the engine backs off and retries) or BatchRejected (every record failed).
     Settings come from the sync declaration, credentials and base URLs from `env`, and HTTP
     goes through the injected `client` so tests point it at local servers.
     """
@@ -55,13 +108,18 @@ class Destination(ABC):
                 f"(supported: {', '.join(sorted(self.capabilities.modes))})"
             )
 
+    def snapshot_exists(self, sync: SyncSpec) -> bool:
+        """Snapshot destinations: whether the last delivered snapshot is still there."""
+        return False
+
     def open(self, sync: SyncSpec, schema: pa.Schema) -> None:  # noqa: B027 - optional hook
         """Prepare a run (create a job, open a file); `schema` is that of every batch."""
 
     @abstractmethod
-    def send(self, batch: pa.RecordBatch, key_column: str) -> list[RecordResult]:
-        """Deliver one batch of mapped records (destination field names) and say per record
-        what happened, in the batch's order."""
+    def send(self, batch: pa.RecordBatch, key_column: str, operation: str) -> list[RecordResult]:
+        """Deliver one batch of mapped records (destination field names; `destination_id`
+        holds the id the destination gave a record before, or null) for one operation of
+        OPERATIONS, and say per record what happened, in the batch's order."""
 
     def close(self, success: bool) -> dict[str, Any]:
         """Finish the run (commit a file, close a job); returns metadata worth recording."""

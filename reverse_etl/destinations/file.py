@@ -20,23 +20,28 @@ from reverse_etl.syncs import SyncConfigError, SyncSpec
 
 class FileDestination(Destination):
     name: ClassVar[str] = "file"
-    capabilities: ClassVar[Capabilities] = Capabilities(modes=frozenset({"mirror"}), batch_size=50_000)
+    capabilities: ClassVar[Capabilities] = Capabilities(modes=frozenset({"mirror"}), batch_size=50_000, snapshot=True)
 
     _writer: pa_csv.CSVWriter | None = None
     _partial: Path | None = None
     _final: Path | None = None
 
-    def open(self, sync: SyncSpec, schema: pa.Schema) -> None:
+    def _path(self, sync: SyncSpec) -> Path:
         filename = str(sync.settings.get("filename") or f"{sync.name}.csv")
         if Path(filename).name != filename or not filename.endswith(".csv"):
             raise SyncConfigError(f"sync {sync.name!r}: settings.filename must be a plain name ending in .csv, got {filename!r}")
-        directory = Path(sync.settings.get("directory") or self.env.get("FILE_DESTINATION_DIR") or "exports")
-        directory.mkdir(parents=True, exist_ok=True)
-        self._final = directory / filename
-        self._partial = directory / f".{filename}.partial"
+        return Path(sync.settings.get("directory") or self.env.get("FILE_DESTINATION_DIR") or "exports") / filename
+
+    def snapshot_exists(self, sync: SyncSpec) -> bool:
+        return self._path(sync).exists()
+
+    def open(self, sync: SyncSpec, schema: pa.Schema) -> None:
+        self._final = self._path(sync)
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = self._final.with_name(f".{self._final.name}.partial")
         self._writer = pa_csv.CSVWriter(str(self._partial), schema)  # header even when empty
 
-    def send(self, batch: pa.RecordBatch, key_column: str) -> list[RecordResult]:
+    def send(self, batch: pa.RecordBatch, key_column: str, operation: str = "upsert") -> list[RecordResult]:
         assert self._writer is not None, "open() first"
         self._writer.write_batch(batch)
         return [RecordResult(key=str(key), ok=True) for key in batch.column(key_column).to_pylist()]

@@ -1,0 +1,295 @@
+"""What each sync last delivered, kept in the warehouse (schema corral_sync), and the SQL that
+diffs a mart against it. Nothing here pulls rows into Python: plans and commits are statements.
+
+- `records`: per sync and primary key, the hash of the version the destination confirmed
+  (`confirmed_hash`, null if never), the destination's id for it, and failure bookkeeping:
+  the version that failed (`attempted_hash`, '' for a removal), in how many runs (`attempts`),
+  the destination's message, and `status` synced / failed / rejected (failed `max_attempts`
+  runs in a row: not retried until the row changes).
+- `runs`: one row per run with its counts; `row_log`: one row per record sent, with the payload
+  and the destination's answer.
+- `plan__<sync>`: the last plan of a sync: one row per key with its change and operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import duckdb
+import pyarrow as pa
+
+from reverse_etl.syncs import SyncConfigError, SyncSpec
+
+DDL = """
+create schema if not exists corral_sync;
+create table if not exists corral_sync.records (
+    sync_name varchar not null,
+    record_key varchar not null,
+    confirmed_hash varchar,
+    attempted_hash varchar,
+    destination_id varchar,
+    status varchar not null,
+    attempts integer not null,
+    last_error varchar,
+    synced_at timestamp,
+    updated_at timestamp not null,
+    primary key (sync_name, record_key)
+);
+create table if not exists corral_sync.runs (
+    run_id varchar primary key,
+    sync_name varchar not null,
+    started_at timestamp not null,
+    finished_at timestamp,
+    status varchar not null,
+    dry_run boolean not null,
+    full_resync boolean not null,
+    planned bigint not null,
+    added bigint not null,
+    changed bigint not null,
+    removed bigint not null,
+    unchanged bigint not null,
+    sent bigint not null,
+    succeeded bigint not null,
+    failed bigint not null,
+    rejected bigint not null,
+    skipped bigint not null,
+    duration_seconds double,
+    error varchar
+);
+create table if not exists corral_sync.row_log (
+    run_id varchar not null,
+    sync_name varchar not null,
+    record_key varchar not null,
+    operation varchar not null,
+    status varchar not null,
+    error varchar,
+    destination_id varchar,
+    payload json,
+    logged_at timestamp not null
+);
+"""
+
+# What each mode does with each change. 'baseline': remember the row as delivered without
+# sending it (an update sync starts from what is there; an insert sync ignores changes);
+# 'forget': drop the state row without sending anything.
+MODE_OPERATIONS: dict[str, dict[str, str]] = {
+    "upsert": {"added": "upsert", "changed": "upsert", "removed": "forget"},
+    "insert": {"added": "insert", "changed": "baseline", "removed": "forget"},
+    "update": {"added": "baseline", "changed": "update", "removed": "forget"},
+    "mirror": {"added": "upsert", "changed": "upsert", "removed": "delete"},
+    "add_remove": {"added": "add", "changed": "baseline", "removed": "remove"},
+}
+FULL_OPERATION = {"upsert": "upsert", "insert": "insert", "update": "update", "mirror": "upsert", "add_remove": "add"}
+REMOVALS = ("delete", "remove")
+
+
+def plan_table(sync: SyncSpec) -> str:
+    return f'corral_sync."plan__{sync.name}"'
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_keys(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
+    """The primary key must be present and unique in the mart, or nothing is sent."""
+    key = quote(sync.primary_key)
+    bad = con.execute(
+        f"select cast({key} as varchar) as k, count(*) from {sync.relation} group by k having count(*) > 1 or k is null"
+        f" order by 2 desc limit 5"
+    ).fetchall()
+    if bad:
+        shown = ", ".join("null" if k is None else f"{k!r} ({n} rows)" for k, n in bad)
+        raise SyncConfigError(f"sync {sync.name!r}: primary key {sync.primary_key!r} of model {sync.model!r} must be unique and not null; found {shown}")
+
+
+def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncSpec, full: bool) -> None:
+    """Diff the mart against the sync's state into plan__<sync>: record_key, row_hash (null for
+    a removed row), destination_id, change (added, changed, removed, unchanged, rejected,
+    dropped), operation (what to do: a destination operation, baseline, forget, or null) and
+    the mapped fields under their destination names."""
+    fields = ", ".join(f"{quote(column)} as {quote(target)}" for column, target in sync.mapping.items())
+    hashed = ", ".join(f"{quote(column)} := {quote(column)}" for column in sync.mapping)
+    operations = MODE_OPERATIONS[sync.mode]
+    resend = f"'{FULL_OPERATION[sync.mode]}'" if full else "null"
+    retry_rejected = f"'{FULL_OPERATION[sync.mode]}'" if full else "null"
+    key_type = dict((row[0], row[1]) for row in con.execute(f"describe select * from {sync.relation}").fetchall())[sync.primary_key]
+    key_target = quote(sync.mapping[sync.primary_key])
+    targets = ", ".join(  # a removed row keeps its key (the state has it as text), its other fields are null
+        f"coalesce(current.{key_target}, cast(state.record_key as {key_type})) as {key_target}" if target == sync.mapping[sync.primary_key]
+        else f"current.{quote(target)}"
+        for target in sync.mapping.values()
+    )
+    con.execute(f"drop table if exists {plan_table(sync)}")
+    con.execute(
+        f"""
+        create table {plan_table(sync)} as
+        with current as (
+            select
+                cast({quote(sync.primary_key)} as varchar) as record_key,
+                md5(cast(to_json(struct_pack({hashed})) as varchar)) as row_hash,
+                {fields}
+            from {sync.relation}
+        ),
+        state as (
+            select * from corral_sync.records where sync_name = $sync
+        ),
+        diffed as (
+            select
+                coalesce(current.record_key, state.record_key) as record_key,
+                current.row_hash,
+                state.destination_id,
+                state.attempts,
+                case
+                    when current.record_key is null and state.confirmed_hash is null then 'dropped'
+                    when current.record_key is null and state.status = 'rejected' and state.attempted_hash = '' then 'rejected'
+                    when current.record_key is null then 'removed'
+                    when state.status = 'rejected' and state.attempted_hash = current.row_hash then 'rejected'
+                    when state.confirmed_hash is null then 'added'
+                    when state.confirmed_hash = current.row_hash then 'unchanged'
+                    else 'changed'
+                end as change,
+                {targets}
+            from current
+            full outer join state on current.record_key = state.record_key
+        )
+        select
+            *,
+            case change
+                when 'added' then '{operations["added"]}'
+                when 'changed' then '{operations["changed"] if not full else FULL_OPERATION[sync.mode]}'
+                when 'removed' then '{operations["removed"]}'
+                when 'dropped' then 'forget'
+                when 'unchanged' then {resend}
+                when 'rejected' then case when row_hash is null then null else {retry_rejected} end
+            end as operation
+        from diffed
+        """,
+        {"sync": sync.name},
+    )
+
+
+def plan_counts(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> dict[str, int]:
+    rows = con.execute(f"select change, count(*) from {plan_table(sync)} group by change").fetchall()
+    return {change: count for change, count in rows}
+
+
+def operation_counts(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> dict[str, int]:
+    rows = con.execute(f"select operation, count(*) from {plan_table(sync)} where operation is not null group by 1").fetchall()
+    return {operation: count for operation, count in rows}
+
+
+def apply_silent(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> int:
+    """Record 'baseline' rows as delivered and drop 'forget' rows; nothing is sent for either."""
+    plan = plan_table(sync)
+    con.execute("begin transaction")
+    con.execute(
+        f"""
+        insert or replace into corral_sync.records
+        select $sync, plan.record_key, plan.row_hash, null, plan.destination_id, 'synced', 0, null, now()::timestamp, now()::timestamp
+        from {plan} as plan where plan.operation = 'baseline'
+        """,
+        {"sync": sync.name},
+    )
+    con.execute(
+        f"delete from corral_sync.records where sync_name = $sync and record_key in (select record_key from {plan} where operation = 'forget')",
+        {"sync": sync.name},
+    )
+    con.execute("commit")
+    return sum(n for op, n in operation_counts(con, sync).items() if op in ("baseline", "forget"))
+
+
+def commit_batch(con: duckdb.DuckDBPyConnection, sync: SyncSpec, run_id: str, results: pa.Table, max_attempts: int) -> dict[str, int]:
+    """Record one batch's answers: `results` has record_key, operation, ok, error, destination_id.
+    Confirmed records take their new version (removals leave the state); failures count an
+    attempt, and become rejected after `max_attempts` runs. Logged in row_log with the payload.
+    Returns counts of succeeded, failed and rejected."""
+    plan = plan_table(sync)
+    targets = ", ".join(f"{quote(t)} := plan.{quote(t)}" for t in sync.mapping.values())
+    params: Mapping[str, object] = {"sync": sync.name, "run": run_id, "cap": max_attempts}  # the row_log insert's
+    con.register("batch_results", results)
+    try:
+        con.execute("begin transaction")
+        con.execute(
+            f"""
+            create or replace temp table batch_outcome as
+            select
+                r.record_key,
+                r.operation,
+                r.ok,
+                r.error,
+                coalesce(r.destination_id, state.destination_id) as destination_id,
+                plan.row_hash,
+                case when r.ok then 0
+                     else (case when state.attempted_hash = coalesce(plan.row_hash, '') then state.attempts else 0 end) + 1
+                end as attempts,
+                state.confirmed_hash,
+                to_json(struct_pack({targets})) as payload
+            from batch_results as r
+            inner join {plan} as plan on plan.record_key = r.record_key
+            left join corral_sync.records as state on state.sync_name = $sync and state.record_key = r.record_key
+            """,
+            {"sync": sync.name},
+        )
+        con.execute(
+            f"""
+            insert or replace into corral_sync.records
+            select
+                $sync, record_key,
+                case when ok then row_hash else confirmed_hash end,
+                case when ok then null else coalesce(row_hash, '') end,
+                destination_id,
+                case when ok then 'synced' when attempts >= $cap then 'rejected' else 'failed' end,
+                attempts,
+                case when ok then null else error end,
+                case when ok then now()::timestamp end,
+                now()::timestamp
+            from batch_outcome
+            where not (ok and operation in {REMOVALS})
+            """,
+            {"sync": sync.name, "cap": max_attempts},
+        )
+        con.execute(
+            f"delete from corral_sync.records where sync_name = $sync and record_key in"
+            f" (select record_key from batch_outcome where ok and operation in {REMOVALS})",
+            {"sync": sync.name},
+        )
+        con.execute(
+            """
+            insert into corral_sync.row_log
+            select $run, $sync, record_key, operation,
+                case when ok then 'succeeded' when attempts >= $cap then 'rejected' else 'failed' end,
+                error, destination_id, payload, now()::timestamp
+            from batch_outcome
+            """,
+            params,
+        )
+        counts = con.execute(
+            "select count(*) filter (where ok), count(*) filter (where not ok and attempts < $cap),"
+            " count(*) filter (where not ok and attempts >= $cap) from batch_outcome",
+            {"cap": max_attempts},
+        ).fetchone()
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+    finally:
+        con.unregister("batch_results")
+    assert counts is not None
+    return {"succeeded": counts[0], "failed": counts[1], "rejected": counts[2]}
+
+
+def commit_snapshot(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
+    """A snapshot destination took every current row: all delivered, removed rows gone."""
+    plan = plan_table(sync)
+    con.execute("begin transaction")
+    con.execute(f"delete from corral_sync.records where sync_name = $sync", {"sync": sync.name})
+    con.execute(
+        f"""
+        insert into corral_sync.records
+        select $sync, record_key, row_hash, null, destination_id, 'synced', 0, null, now()::timestamp, now()::timestamp
+        from {plan} where row_hash is not null
+        """,
+        {"sync": sync.name},
+    )
+    con.execute("commit")

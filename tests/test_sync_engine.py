@@ -1,0 +1,272 @@
+"""The reverse-ETL engine against a fake webhook receiver on a real port: diffs planned in the
+warehouse, every mode, partial failures retried then rejected, 429 storms, 5xx, timeouts, the
+per-sync deadline, dry runs, full resends, and a SIGKILL mid-sync then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+
+from fakes.webhook import SECRET, FakeWebhook, Scripted, serve
+from reverse_etl.destinations import make_destination
+from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
+from reverse_etl.pacing import RetryPolicy
+from reverse_etl.syncs import SyncConfigError, SyncSpec
+
+FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
+
+
+def spec(mode: str = "mirror", **overrides: Any) -> SyncSpec:
+    values: dict[str, Any] = {
+        "name": "buyers_hook", "model": "buyers", "relation": "main.buyers", "destination": "webhook", "mode": mode,
+        "primary_key": "id", "mapping": {"id": "id", "email": "email", "spend": "spend"}, "settings": {"batch_size": 100},
+    }
+    return SyncSpec(**{**values, **overrides})
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("create table buyers as select i as id, 'user' || i || '@example.com' as email, i * 1.5 as spend from range(1, 1001) t(i)")
+    yield con  # spend is a decimal: it travels as a JSON number
+    con.close()
+
+
+@pytest.fixture
+def hook() -> Iterator[FakeWebhook]:
+    with serve(FakeWebhook(key_field="id", max_records=100)) as fake:
+        yield fake
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
+        yield c
+
+
+def sync(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client, sync_spec: SyncSpec | None = None,
+         **kwargs: Any) -> SyncRunResult:
+    destination = make_destination("webhook", {"WEBHOOK_URL": hook.url, "WEBHOOK_SECRET": SECRET}, client)
+    return run_sync(con, sync_spec or spec(), destination, options=kwargs.pop("options", FAST), **kwargs)
+
+
+def mart(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    rows = con.execute("select id, email, spend from buyers").fetchall()
+    return {str(i): {"id": i, "email": e, "spend": float(s)} for i, e, s in rows}
+
+
+def test_first_sync_lands_everything_and_an_unchanged_resync_sends_nothing(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    first = sync(con, hook, client)
+    assert (first.status, first.changes, first.planned, first.succeeded) == ("success", {"added": 1000}, 1000, 1000)
+    assert hook.records == mart(con) and hook.requests == 10
+    second = sync(con, hook, client)
+    assert (second.status, second.changes, second.planned, second.sent) == ("success", {"unchanged": 1000}, 0, 0)
+    assert hook.requests == 10  # not one request
+    runs = con.execute("select added, unchanged, sent, succeeded, status from corral_sync.runs order by started_at").fetchall()
+    assert runs == [(1000, 0, 1000, 1000, "success"), (0, 1000, 0, 0, "success")]
+
+
+def test_changes_and_removals_reach_the_destination_and_nothing_else(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    sync(con, hook, client)
+    hook.deliveries.clear()
+    con.execute("update buyers set spend = spend + 1 where id in (3, 4, 5)")
+    con.execute("delete from buyers where id in (10, 11)")
+    con.execute("insert into buyers values (5000, 'new@example.com', 1.0)")
+    result = sync(con, hook, client)
+    assert result.changes == {"added": 1, "changed": 3, "removed": 2, "unchanged": 995}
+    assert sorted(hook.deliveries) == [("delete", ["10", "11"]), ("upsert", ["3", "4", "5", "5000"])]
+    assert hook.records == mart(con)
+    log = con.execute("select operation, record_key, status from corral_sync.row_log where run_id = ? order by 1, 2", [result.run_id]).fetchall()
+    assert log == [("delete", "10", "succeeded"), ("delete", "11", "succeeded"), *[("upsert", k, "succeeded") for k in ("3", "4", "5", "5000")]]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("upsert", [("upsert", ["3", "5000"])]),
+        ("insert", [("insert", ["5000"])]),
+        ("update", [("update", ["3"])]),
+        ("mirror", [("delete", ["10"]), ("upsert", ["3", "5000"])]),
+        ("add_remove", [("add", ["5000"]), ("remove", ["10"])]),
+    ],
+)
+def test_each_mode_sends_what_it_should(mode: str, expected: list[tuple[str, list[str]]], con: duckdb.DuckDBPyConnection,
+                                        hook: FakeWebhook, client: httpx.Client) -> None:
+    first = sync(con, hook, client, spec(mode))
+    assert first.sent == (0 if mode == "update" else 1000)  # an update sync starts from what is there
+    hook.deliveries.clear()
+    con.execute("update buyers set spend = 0 where id = 3")
+    con.execute("delete from buyers where id = 10")
+    con.execute("insert into buyers values (5000, 'new@example.com', 1.0)")
+    sync(con, hook, client, spec(mode))
+    assert sorted(hook.deliveries) == expected
+    hook.deliveries.clear()
+    again = sync(con, hook, client, spec(mode))
+    assert (again.sent, hook.deliveries) == (0, [])
+
+
+def test_partial_failures_are_retried_on_later_runs_then_rejected(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    hook.refuse = lambda record: "invalid email" if record["id"] % 100 == 7 else None
+    capped = spec(max_attempts=3)
+    first = sync(con, hook, client, capped)
+    assert (first.status, first.succeeded, first.failed, first.rejected) == ("failed", 990, 10, 0)
+    assert first.errors[0] == "upsert 107: invalid email"
+    for run in (2, 3):
+        hook.deliveries.clear()
+        result = sync(con, hook, client, capped)
+        assert result.planned == 10, "only the failed records are sent again"
+        assert (result.failed, result.rejected) == ((10, 0) if run == 2 else (0, 10))
+    hook.deliveries.clear()
+    fourth = sync(con, hook, client, capped)
+    assert (fourth.planned, fourth.skipped, hook.deliveries) == (0, 10, [])  # rejected: not sent again
+    statuses = con.execute("select status, attempts, last_error from corral_sync.records where record_key = '7'").fetchall()
+    assert statuses == [("rejected", 3, "invalid email")]
+    hook.refuse = lambda record: None
+    con.execute("update buyers set email = 'fixed' || id || '@example.com' where id % 100 = 7")
+    fixed = sync(con, hook, client, capped)
+    assert (fixed.status, fixed.succeeded) == ("success", 10)  # a changed row is tried again
+    assert hook.records == mart(con)
+
+
+@pytest.mark.parametrize(
+    "storm",
+    [
+        [Scripted(429, {"Retry-After": "0"}, '{"status":"error","message":"You have reached your ten_secondly_rolling limit."}')] * 4,
+        [Scripted(429)] * 4,
+        [Scripted(503), Scripted(502), Scripted(500)],
+        [Scripted(200, stall_seconds=2.5), Scripted(200, stall_seconds=2.5)],  # past the client's 2 s timeout
+    ],
+    ids=["429-retry-after", "429-bare", "5xx", "timeouts"],
+)
+def test_throttling_errors_and_timeouts_are_retried_until_delivered(storm: list[Scripted], con: duckdb.DuckDBPyConnection,
+                                                                    hook: FakeWebhook, client: httpx.Client) -> None:
+    hook.script.extend(storm)
+    result = sync(con, hook, client)
+    assert (result.status, result.succeeded, result.failed) == ("success", 1000, 0)
+    assert result.requests_retried == len(storm)
+    assert hook.records == mart(con)
+
+
+def test_retry_after_is_honoured(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    con.execute("delete from buyers where id > 100")
+    hook.script.append(Scripted(429, {"Retry-After": "1"}))
+    started = time.monotonic()
+    result = sync(con, hook, client)
+    assert result.status == "success" and time.monotonic() - started >= 1.0
+
+
+def test_a_destination_that_stays_down_fails_the_batch_and_keeps_it_pending(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    con.execute("delete from buyers where id > 100")
+    hook.script.extend([Scripted(503)] * 6)
+    down = sync(con, hook, client)
+    assert (down.status, down.failed, down.succeeded) == ("failed", 100, 0)
+    assert "HTTP 503" in down.errors[0]
+    back = sync(con, hook, client)
+    assert (back.status, back.succeeded) == ("success", 100) and hook.records == mart(con)
+
+
+def test_the_deadline_stops_the_sync_and_the_rest_waits_for_the_next_run(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    hook.script.extend([Scripted(429, {"Retry-After": "5"})] * 3)
+    result = sync(con, hook, client, spec(deadline_seconds=1))
+    assert result.succeeded < 1000 and result.failed == 0
+    assert any("deadline" in e for e in result.errors)
+    resumed = sync(con, hook, client)
+    assert resumed.status == "success" and hook.records == mart(con)
+
+
+def test_a_request_over_the_limit_is_refused_like_the_real_receiver(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    result = sync(con, hook, client, spec(settings={"batch_size": 250}))
+    assert (result.status, result.succeeded, result.failed) == ("failed", 0, 1000)
+    assert "HTTP 413" in result.errors[0] and hook.records == {}
+
+
+def test_a_wrong_signing_secret_is_refused_and_reported(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    hook.secret = "whsec_" + "b3RoZXI="
+    result = sync(con, hook, client)
+    assert result.status == "failed" and "HTTP 401" in result.errors[0] and "no valid v1 signature" in result.errors[0]
+
+
+def test_dry_run_shows_the_plan_and_sends_nothing(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    sync(con, hook, client)
+    con.execute("update buyers set spend = 0 where id = 1")
+    con.execute("delete from buyers where id = 2")
+    requests = hook.requests
+    plan = sync(con, hook, client, dry_run=True)
+    assert (plan.planned, plan.sent, plan.operations) == (2, 0, {"upsert": 1, "delete": 1})
+    assert plan.samples["upsert"] == [{"record_key": "1", "id": 1, "email": "user1@example.com", "spend": 0}]
+    assert hook.requests == requests
+    assert sync(con, hook, client).planned == 2  # the dry run changed no state
+
+
+def test_full_resends_everything(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    sync(con, hook, client)
+    result = sync(con, hook, client, full=True)
+    assert (result.planned, result.succeeded) == (1000, 1000)
+
+
+def test_bad_keys_and_missing_credentials_fail_before_sending(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    con.execute("insert into buyers values (1, 'dup@example.com', 0)")
+    with pytest.raises(SyncConfigError, match="primary key 'id' of model 'buyers' must be unique and not null; found '1' \\(2 rows\\)"):
+        sync(con, hook, client)
+    with pytest.raises(SyncConfigError, match="set the environment variable CRM_URL"):
+        run_sync(con, spec(settings={"env_prefix": "CRM"}), make_destination("webhook", {}, client))
+    assert hook.requests == 0
+
+
+CRASHING_SYNC = """
+import sys, duckdb, httpx
+from reverse_etl.destinations import make_destination
+from reverse_etl.engine import run_sync
+from reverse_etl.syncs import SyncSpec
+spec = SyncSpec(name="buyers_hook", model="buyers", relation="main.buyers", destination="webhook", mode="mirror",
+                primary_key="id", mapping={"id": "id", "email": "email", "spend": "spend"}, settings={"batch_size": 100})
+con = duckdb.connect(sys.argv[1])
+run_sync(con, spec, make_destination("webhook", {"WEBHOOK_URL": sys.argv[2], "WEBHOOK_SECRET": sys.argv[3]}, httpx.Client(timeout=60)))
+"""
+
+
+@pytest.mark.slow
+def test_a_sync_killed_mid_run_resumes_without_resending_confirmed_records(tmp_path: Path, hook: FakeWebhook) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as setup:
+        setup.execute("create table buyers as select i as id, 'user' || i || '@example.com' as email, i * 1.5 as spend from range(1, 2001) t(i)")
+    original = hook.handle
+    answered = []
+
+    def slow_after_five(headers: Any, body: bytes) -> tuple[int, dict[str, str], str, float]:
+        outcome = original(headers, body)
+        answered.append(outcome[0])
+        return (*outcome[:3], 30.0 if len(answered) > 5 else 0.0)  # batches 6+ hang: the kill lands mid-sync
+
+    hook.handle = slow_after_five  # type: ignore[method-assign]
+    process = subprocess.Popen([sys.executable, "-c", CRASHING_SYNC, str(path), hook.url, SECRET],
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    deadline = time.monotonic() + 60
+    while len(answered) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the answered batches commit
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    hook.handle = original  # type: ignore[method-assign]
+    with duckdb.connect(str(path)) as con:
+        confirmed = {k for (k,) in con.execute("select record_key from corral_sync.records where status = 'synced'").fetchall()}
+        assert 0 < len(confirmed) < 2000, "the kill must land mid-sync"
+        hook.deliveries.clear()
+        with httpx.Client(timeout=5) as client:
+            resumed = sync(con, hook, client)
+        assert resumed.status == "success"
+        resent = set(hook.sent_keys())
+        assert not resent & confirmed, "a confirmed record was sent again"
+        assert resent | confirmed == {str(i) for i in range(1, 2001)}
+        assert hook.records == mart(con)
