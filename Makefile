@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/identity_bench.py
 	$(BIN)/python bench/sessions_bench.py
 	$(BIN)/python bench/traits_bench.py
+	$(BIN)/python bench/sync_bench.py
 
 clean:
 	rm -rf $(VENV) .corral dbt_project/target dbt_project/logs *.egg-info

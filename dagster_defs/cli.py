@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dagster_defs.dbt_runner import DbtFailed, ensure_manifest, run_dbt
 from dagster_defs.summary import render, summarize
-from dagster_defs.syncing import declared_syncs, run_one
+from dagster_defs.syncing import declared_syncs, run_syncs
 from loaders.home import CorralHome
 from loaders.load import LoadError, describe, load_files, load_landing
 from loaders.warehouse import connect
@@ -60,8 +60,11 @@ def cmd_sync(args: argparse.Namespace, home: CorralHome) -> int:
     syncs = declared_syncs(ensure_manifest(home, echo=say))
     chosen = [find_sync(syncs, args.name)] if args.name else syncs
     failed = 0
-    for sync in chosen:
-        result = run_one(home, sync, dry_run=args.dry_run, full=args.full, echo=say)
+    for sync, result in run_syncs(home, chosen, dry_run=args.dry_run, full=args.full, echo=say):
+        if isinstance(result, Exception):
+            say(f"{sync.name}: not run: {result}")
+            failed += 1
+            continue
         changes = ", ".join(f"{result.changes.get(c, 0):,} {c}" for c in ("added", "changed", "removed", "unchanged"))
         if args.dry_run:
             say(f"{sync.name}: would send {result.planned:,} records from {sync.model} to {sync.destination} ({sync.mode}: {changes})")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import closing
 from pathlib import Path
 
+import duckdb
 import httpx
 
 from loaders.home import CorralHome
 from loaders.warehouse import connect
+from reverse_etl import state
 from reverse_etl.destinations import make_destination
 from reverse_etl.engine import SyncRunResult, run_sync
 from reverse_etl.syncs import SyncSpec, load_syncs, read_manifest
@@ -29,13 +32,32 @@ def destination_env(home: CorralHome) -> dict[str, str]:
 
 def run_one(home: CorralHome, sync: SyncSpec, dry_run: bool = False, full: bool = False, client: httpx.Client | None = None,
             echo: Callable[[str], None] | None = None) -> SyncRunResult:
-    """One sync run; HTTP destinations get a client with sane timeouts unless one is given."""
+    """One sync run (config errors raise SyncConfigError)."""
+    with closing(connect(home)) as con:
+        return _run_on(con, home, sync, dry_run, full, client, echo)
+
+
+def run_syncs(home: CorralHome, syncs: list[SyncSpec], dry_run: bool = False, full: bool = False,
+              echo: Callable[[str], None] | None = None, parallel: int = 4) -> Iterator[tuple[SyncSpec, SyncRunResult | Exception]]:
+    """Run syncs side by side, each on its own warehouse cursor and HTTP connection pool, so a
+    slow destination holds up only its own sync; yields each (sync, result or error) as it ends."""
+    with closing(connect(home)) as con:
+        con.execute(state.DDL)  # once, before the syncs write to it side by side
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(syncs))), thread_name_prefix="sync") as pool:
+            futures = {pool.submit(_run_on, con.cursor(), home, sync, dry_run, full, None, echo): sync for sync in syncs}
+            for future in as_completed(futures):
+                error = future.exception()
+                yield futures[future], error if isinstance(error, Exception) else future.result()
+
+
+def _run_on(con: duckdb.DuckDBPyConnection, home: CorralHome, sync: SyncSpec, dry_run: bool, full: bool,
+            client: httpx.Client | None, echo: Callable[[str], None] | None) -> SyncRunResult:
+    """HTTP destinations get a client with sane timeouts unless one is given."""
     owned = client is None
     client = client or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
     try:
         destination = make_destination(sync.destination, destination_env(home), client)
-        with closing(connect(home)) as con:
-            return run_sync(con, sync, destination, dry_run=dry_run, full=full, echo=echo)
+        return run_sync(con, sync, destination, dry_run=dry_run, full=full, echo=echo)
     finally:
         if owned:
             client.close()

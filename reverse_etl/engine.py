@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from reverse_etl import state
-from reverse_etl.destinations.base import BatchRejected, Destination, RecordResult, RetryableError
+from reverse_etl.destinations.base import AuthorizationFailed, BatchRejected, Destination, RecordResult, RetryableError
 from reverse_etl.pacing import DeadlineExceeded, RetryPolicy, TokenBucket, with_retries
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
@@ -42,6 +42,8 @@ SEND_ORDER = ("upsert", "insert", "update", "add", "delete", "remove")
 class EngineOptions:
     retry: RetryPolicy = RetryPolicy()
     progress_every_seconds: float = 5.0
+    commit_every_rows: int = 2000
+    commit_every_seconds: float = 1.0
     seed: int | None = None
     sleep: Callable[[float], None] = time.sleep
 
@@ -182,20 +184,19 @@ def _send_plan(
     bucket = TokenBucket(caps.requests_per_second, caps.burst) if caps.requests_per_second else None
     deadline = clock + sync.deadline_seconds
     rng = random.Random(options.seed)
-    committer = con.cursor()  # commits go on their own cursor while the plan streams on `con`
+    commits = _Committer(con.cursor(), sync, result, options)  # commits on their own cursor while the plan streams on `con`
     success = False
     destination.open(sync, pa.schema([]))
     last_progress = time.monotonic()
     try:
         with ThreadPoolExecutor(max_workers=caps.max_concurrency, thread_name_prefix=f"sync-{sync.name}") as pool:
             in_flight: dict[Future[list[RecordResult]], tuple[str, pa.RecordBatch]] = {}
-            stop = False
             for operation, batch in _batches(con, sync, operations, caps.batch_size):
-                if stop:
+                if commits.stop:
                     break
                 if len(in_flight) >= caps.max_concurrency * 2:
-                    stop = _collect(committer, sync, result, in_flight, FIRST_COMPLETED)
-                payload = batch.select(batch.schema.names[1:])  # destination_id and the mapped fields
+                    commits.collect(in_flight)
+                payload = batch.select(["destination_id", *sync.mapping.values()])
 
                 def call(payload: pa.RecordBatch = payload, operation: str = operation) -> list[RecordResult]:
                     return destination.send(payload, sync.mapping[sync.primary_key], operation)
@@ -207,15 +208,16 @@ def _send_plan(
                     echo(f"{sync.name}: {result.succeeded + result.failed + result.rejected:,} of {result.planned:,} answered, "
                          f"{result.failed + result.rejected:,} failed")
             while in_flight:
-                _collect(committer, sync, result, in_flight, FIRST_COMPLETED)
-        success = result.failed == 0 and result.rejected == 0
+                commits.collect(in_flight)
+        success = result.failed == 0 and result.rejected == 0 and not commits.stop
     finally:
-        committer.close()
+        commits.flush()
+        commits.cursor.close()
         result.metadata = destination.close(success=success)
 
 
 def _batches(con: duckdb.DuckDBPyConnection, sync: SyncSpec, operations: dict[str, int], size: int) -> Iterator[tuple[str, pa.RecordBatch]]:
-    columns = ", ".join(["record_key", "destination_id", *(state.quote(t) for t in sync.mapping.values())])
+    columns = ", ".join([*state.BOOKKEEPING[:-1], "destination_id", *(state.quote(t) for t in sync.mapping.values())])
     for operation in sorted(operations, key=SEND_ORDER.index):
         reader = con.sql(
             f"select {columns} from {state.plan_table(sync)} where operation = $op order by record_key", params={"op": operation}
@@ -235,41 +237,69 @@ def _attempt(call: Callable[[], list[RecordResult]], options: EngineOptions, buc
     return with_retries(call, options.retry, bucket, deadline, rng, sleep=options.sleep, on_retry=counted)
 
 
-def _collect(committer: duckdb.DuckDBPyConnection, sync: SyncSpec, result: SyncRunResult,
-             in_flight: dict[Future[list[RecordResult]], tuple[str, pa.RecordBatch]], when: str) -> bool:
-    """Commit the batches that finished; True when the deadline passed (send no more)."""
-    done, _ = wait(list(in_flight), return_when=when)
-    deadline_passed = False
-    for future in done:
-        operation, batch = in_flight.pop(future)
+class _Committer:
+    """Turns finished batches into state: answers are grouped and written together (a commit
+    costs about the same for one batch or twenty), at least every `commit_every_seconds`.
+    A crash loses only the answers not yet written; those records are sent again next run."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, sync: SyncSpec, result: SyncRunResult, options: EngineOptions) -> None:
+        self.cursor, self.sync, self.result, self.options = cursor, sync, result, options
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.last_flush = time.monotonic()
+        self.stop = False
+
+    def collect(self, in_flight: dict[Future[list[RecordResult]], tuple[str, pa.RecordBatch]]) -> None:
+        """Wait for a batch to finish, but not past the next commit time: answers already in
+        are written even while other requests hang."""
+        due = self.last_flush + self.options.commit_every_seconds - time.monotonic()
+        done, _ = wait(list(in_flight), timeout=max(0.0, due) if self.pending else None, return_when=FIRST_COMPLETED)
+        for future in done:
+            operation, batch = in_flight.pop(future)
+            self._answered(operation, batch, future)
+        if self.pending_rows >= self.options.commit_every_rows or time.monotonic() - self.last_flush >= self.options.commit_every_seconds:
+            self.flush()
+
+    def _answered(self, operation: str, batch: pa.RecordBatch, future: Future[list[RecordResult]]) -> None:
         keys = batch.column("record_key").to_pylist()
         try:
             answers = future.result()
             if len(answers) != len(keys):
                 raise BatchRejected(f"the destination answered {len(answers)} records for a batch of {len(keys)}")
-            rows = [(key, a.ok, a.error, a.destination_id) for key, a in zip(keys, answers, strict=True)]
+            outcome = [(a.ok, a.error, a.destination_id) for a in answers]
         except DeadlineExceeded as exc:
-            deadline_passed = True
-            result.sent -= len(keys)
-            result.error(f"deadline: {exc}; {len(keys):,} records of this batch were not sent and stay pending")
-            continue
+            self.stop = True
+            self.result.sent -= len(keys)
+            self.result.error(f"deadline: {exc}; {len(keys):,} records of this batch were not sent and stay pending")
+            return
+        except AuthorizationFailed as exc:
+            self.stop = True  # every further request would be refused the same way
+            self.result.error(f"stopped: {exc}")
+            outcome = [(False, str(exc), None)] * len(keys)
         except (RetryableError, BatchRejected) as exc:
-            rows = [(key, False, str(exc), None) for key in keys]
-        for key, ok, error, _ in rows:
+            outcome = [(False, str(exc), None)] * len(keys)
+        for key, (ok, error, _) in zip(keys, outcome, strict=True):
             if not ok:
-                result.error(f"{operation} {key}: {error}")
-        table = pa.table({
-            "record_key": [r[0] for r in rows],
-            "operation": [operation] * len(rows),
-            "ok": [r[1] for r in rows],
-            "error": [r[2] for r in rows],
-            "destination_id": pa.array([r[3] for r in rows], pa.string()),
-        })
-        counts = state.commit_batch(committer, sync, result.run_id, table, sync.max_attempts)
-        result.succeeded += counts["succeeded"]
-        result.failed += counts["failed"]
-        result.rejected += counts["rejected"]
-    return deadline_passed
+                self.result.error(f"{operation} {key}: {error}")
+        table = pa.Table.from_batches([batch]).rename_columns(
+            ["previous_destination_id" if name == "destination_id" else name for name in batch.schema.names]
+        )
+        table = table.append_column("operation", pa.array([operation] * len(keys), pa.string()))
+        table = table.append_column("ok", pa.array([o[0] for o in outcome], pa.bool_()))
+        table = table.append_column("error", pa.array([o[1] for o in outcome], pa.string()))
+        table = table.append_column("destination_id", pa.array([o[2] for o in outcome], pa.string()))
+        self.pending.append(table)
+        self.pending_rows += len(keys)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        answers = pa.concat_tables(self.pending, promote_options="permissive")
+        self.pending, self.pending_rows, self.last_flush = [], 0, time.monotonic()
+        counts = state.commit_answers(self.cursor, self.sync, self.result.run_id, answers, self.sync.max_attempts)
+        self.result.succeeded += counts["succeeded"]
+        self.result.failed += counts["failed"]
+        self.result.rejected += counts["rejected"]
 
 
 def _start_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:

@@ -30,22 +30,25 @@ class TokenBucket:
         self.lock = threading.Lock()
 
     def acquire(self) -> None:
-        while True:
-            with self.lock:
-                now = self.clock()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                wait = (1 - self.tokens) / self.rate
+        """Take a token, waiting for it if the bucket is empty. Tokens are reserved (the count
+        may go negative), so waiters queue up in order and never spin."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            self.tokens -= 1
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait > 0:
             self.sleep(wait)
 
     def pause(self, seconds: float) -> None:
-        """The destination said slow down: spend the tokens for that long (all workers wait)."""
+        """The destination said slow down: nothing goes out for `seconds` from now. Several
+        workers hearing it at once pause once, not once each."""
         with self.lock:
-            self.tokens = min(self.tokens, 0.0) - seconds * self.rate
-            self.updated = self.clock()
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            self.tokens = min(self.tokens, -seconds * self.rate)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ diffs a mart against it. Nothing here pulls rows into Python: plans and commits 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import duckdb
 import pyarrow as pa
 
@@ -140,6 +138,8 @@ def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncSpec, full: bool) -> No
                 current.row_hash,
                 state.destination_id,
                 state.attempts,
+                state.attempted_hash,
+                state.confirmed_hash,
                 case
                     when current.record_key is null and state.confirmed_hash is null then 'dropped'
                     when current.record_key is null and state.status = 'rejected' and state.attempted_hash = '' then 'rejected'
@@ -199,37 +199,33 @@ def apply_silent(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> int:
     return sum(n for op, n in operation_counts(con, sync).items() if op in ("baseline", "forget"))
 
 
-def commit_batch(con: duckdb.DuckDBPyConnection, sync: SyncSpec, run_id: str, results: pa.Table, max_attempts: int) -> dict[str, int]:
-    """Record one batch's answers: `results` has record_key, operation, ok, error, destination_id.
-    Confirmed records take their new version (removals leave the state); failures count an
-    attempt, and become rejected after `max_attempts` runs. Logged in row_log with the payload.
-    Returns counts of succeeded, failed and rejected."""
-    plan = plan_table(sync)
-    targets = ", ".join(f"{quote(t)} := plan.{quote(t)}" for t in sync.mapping.values())
-    params: Mapping[str, object] = {"sync": sync.name, "run": run_id, "cap": max_attempts}  # the row_log insert's
-    con.register("batch_results", results)
+BOOKKEEPING = ("record_key", "row_hash", "attempts", "attempted_hash", "confirmed_hash", "previous_destination_id")
+
+
+def commit_answers(con: duckdb.DuckDBPyConnection, sync: SyncSpec, run_id: str, answers: pa.Table, max_attempts: int) -> dict[str, int]:
+    """Record the destination's answers for one or more batches in one transaction. `answers`
+    holds, per record, the plan's bookkeeping (BOOKKEEPING: the version sent and the state it
+    had when planned), `operation`, `ok`, `error`, the `destination_id` it answered, and the
+    fields sent. Confirmed records take their new version (removals leave the state);
+    failures count an attempt and become rejected after `max_attempts` runs in a row. Every
+    record goes to row_log with its payload. No join with the plan or the state: a commit
+    costs the same however large they are. Returns counts of succeeded, failed, rejected."""
+    payload = ", ".join(f"{quote(t)} := {quote(t)}" for t in sync.mapping.values())
+    con.register("answers", answers)
     try:
         con.execute("begin transaction")
         con.execute(
             f"""
-            create or replace temp table batch_outcome as
+            create or replace temp table answered as
             select
-                r.record_key,
-                r.operation,
-                r.ok,
-                r.error,
-                coalesce(r.destination_id, state.destination_id) as destination_id,
-                plan.row_hash,
-                case when r.ok then 0
-                     else (case when state.attempted_hash = coalesce(plan.row_hash, '') then state.attempts else 0 end) + 1
+                record_key, operation, ok, error, row_hash, confirmed_hash,
+                coalesce(destination_id, previous_destination_id) as destination_id,
+                case when ok then 0
+                     else (case when attempted_hash = coalesce(row_hash, '') then attempts else 0 end) + 1
                 end as attempts,
-                state.confirmed_hash,
-                to_json(struct_pack({targets})) as payload
-            from batch_results as r
-            inner join {plan} as plan on plan.record_key = r.record_key
-            left join corral_sync.records as state on state.sync_name = $sync and state.record_key = r.record_key
-            """,
-            {"sync": sync.name},
+                to_json(struct_pack({payload})) as payload
+            from answers
+            """
         )
         con.execute(
             f"""
@@ -244,14 +240,14 @@ def commit_batch(con: duckdb.DuckDBPyConnection, sync: SyncSpec, run_id: str, re
                 case when ok then null else error end,
                 case when ok then now()::timestamp end,
                 now()::timestamp
-            from batch_outcome
+            from answered
             where not (ok and operation in {REMOVALS})
             """,
             {"sync": sync.name, "cap": max_attempts},
         )
         con.execute(
             f"delete from corral_sync.records where sync_name = $sync and record_key in"
-            f" (select record_key from batch_outcome where ok and operation in {REMOVALS})",
+            f" (select record_key from answered where ok and operation in {REMOVALS})",
             {"sync": sync.name},
         )
         con.execute(
@@ -260,13 +256,13 @@ def commit_batch(con: duckdb.DuckDBPyConnection, sync: SyncSpec, run_id: str, re
             select $run, $sync, record_key, operation,
                 case when ok then 'succeeded' when attempts >= $cap then 'rejected' else 'failed' end,
                 error, destination_id, payload, now()::timestamp
-            from batch_outcome
+            from answered
             """,
-            params,
+            {"sync": sync.name, "run": run_id, "cap": max_attempts},
         )
         counts = con.execute(
             "select count(*) filter (where ok), count(*) filter (where not ok and attempts < $cap),"
-            " count(*) filter (where not ok and attempts >= $cap) from batch_outcome",
+            " count(*) filter (where not ok and attempts >= $cap) from answered",
             {"cap": max_attempts},
         ).fetchone()
         con.execute("commit")
@@ -274,7 +270,7 @@ def commit_batch(con: duckdb.DuckDBPyConnection, sync: SyncSpec, run_id: str, re
         con.execute("rollback")
         raise
     finally:
-        con.unregister("batch_results")
+        con.unregister("answers")
     assert counts is not None
     return {"succeeded": counts[0], "failed": counts[1], "rejected": counts[2]}
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("upsert", "update", "insert", "mirror", "add_remove")
-RESERVED_FIELDS = {"record_key", "row_hash", "destination_id", "change", "operation", "attempts"}
+RESERVED_FIELDS = {"record_key", "row_hash", "destination_id", "previous_destination_id", "change", "operation", "attempts",
+                   "attempted_hash", "confirmed_hash", "ok", "error"}  # the engine's own columns beside the fields
 
 
 class SyncConfigError(ValueError):

@@ -162,3 +162,18 @@ def test_dry_run_sends_nothing(con: duckdb.DuckDBPyConnection, tmp_path: Path) -
 def test_filename_must_stay_in_the_export_directory(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     with pytest.raises(SyncConfigError, match="settings.filename must be a plain name"):
         run_sync(con, spec(settings={"filename": "../escape.csv"}), make_destination("file", {"FILE_DESTINATION_DIR": str(tmp_path)}))
+
+
+def test_parquet_file_and_unchanged_resync_leaves_the_file_alone(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    destination = make_destination("file", {"FILE_DESTINATION_DIR": str(tmp_path)})
+    run_sync(con, spec(settings={"filename": "buyers.parquet"}), destination)
+    table = pq.read_table(tmp_path / "buyers.parquet")
+    assert table.column_names == ["Id", "Email"] and table.num_rows == 2500
+    written = (tmp_path / "buyers.parquet").stat().st_mtime_ns
+    again = run_sync(con, spec(settings={"filename": "buyers.parquet"}), make_destination("file", {"FILE_DESTINATION_DIR": str(tmp_path)}))
+    assert (again.sent, (tmp_path / "buyers.parquet").stat().st_mtime_ns) == (0, written)
+    con.execute("delete from buyers where id > 10")
+    run_sync(con, spec(settings={"filename": "buyers.parquet"}), make_destination("file", {"FILE_DESTINATION_DIR": str(tmp_path)}))
+    assert pq.read_table(tmp_path / "buyers.parquet").num_rows == 10

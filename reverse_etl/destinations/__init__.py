@@ -8,10 +8,11 @@ import httpx
 
 from reverse_etl.destinations.base import Destination
 from reverse_etl.destinations.file import FileDestination
+from reverse_etl.destinations.hubspot import HubSpotDestination
 from reverse_etl.destinations.webhook import WebhookDestination
 from reverse_etl.syncs import SyncConfigError
 
-DESTINATIONS: dict[str, type[Destination]] = {cls.name: cls for cls in (FileDestination, WebhookDestination)}
+DESTINATIONS: dict[str, type[Destination]] = {cls.name: cls for cls in (FileDestination, WebhookDestination, HubSpotDestination)}
 
 
 def make_destination(name: str, env: Mapping[str, str], client: httpx.Client | None = None) -> Destination:

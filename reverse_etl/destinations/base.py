@@ -48,6 +48,11 @@ class BatchRejected(Exception):
     batch failed with this message; retrying the same request now would not help."""
 
 
+class AuthorizationFailed(BatchRejected):
+    """The destination refused the credentials (401, 403): the sync stops sending, since every
+    further request would be refused the same way."""
+
+
 def retry_after_seconds(response: httpx.Response) -> float | None:
     """Retry-After (seconds or an HTTP date), else a reset header, as seconds from now."""
     value = response.headers.get("Retry-After")
@@ -72,6 +77,8 @@ def raise_for_transient(response: httpx.Response, what: str) -> None:
     body = response.text[:500]
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableError(f"{what}: HTTP {response.status_code}: {body}", retry_after_seconds(response))
+    if response.status_code in (401, 403):
+        raise AuthorizationFailed(f"{what}: HTTP {response.status_code}: {body}")
     raise BatchRejected(f"{what}: HTTP {response.status_code}: {body}")
 
 

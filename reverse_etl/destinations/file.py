@@ -1,4 +1,5 @@
-"""File destination: writes a sync's records as one CSV file, atomically.
+"""File destination: writes a sync's records as one CSV or Parquet file (by the filename's
+extension), atomically.
 
 The file appears (or is replaced) only when the whole run succeeded, so a reader never sees a
 half-written export. Directory: `settings.directory`, else `FILE_DESTINATION_DIR`, else the
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from reverse_etl.destinations.base import Capabilities, Destination, RecordResult
 from reverse_etl.syncs import SyncConfigError, SyncSpec
@@ -22,14 +24,14 @@ class FileDestination(Destination):
     name: ClassVar[str] = "file"
     capabilities: ClassVar[Capabilities] = Capabilities(modes=frozenset({"mirror"}), batch_size=50_000, snapshot=True)
 
-    _writer: pa_csv.CSVWriter | None = None
+    _writer: pa_csv.CSVWriter | pq.ParquetWriter | None = None
     _partial: Path | None = None
     _final: Path | None = None
 
     def _path(self, sync: SyncSpec) -> Path:
         filename = str(sync.settings.get("filename") or f"{sync.name}.csv")
-        if Path(filename).name != filename or not filename.endswith(".csv"):
-            raise SyncConfigError(f"sync {sync.name!r}: settings.filename must be a plain name ending in .csv, got {filename!r}")
+        if Path(filename).name != filename or not filename.endswith((".csv", ".parquet")):
+            raise SyncConfigError(f"sync {sync.name!r}: settings.filename must be a plain name ending in .csv or .parquet, got {filename!r}")
         return Path(sync.settings.get("directory") or self.env.get("FILE_DESTINATION_DIR") or "exports") / filename
 
     def snapshot_exists(self, sync: SyncSpec) -> bool:
@@ -39,7 +41,10 @@ class FileDestination(Destination):
         self._final = self._path(sync)
         self._final.parent.mkdir(parents=True, exist_ok=True)
         self._partial = self._final.with_name(f".{self._final.name}.partial")
-        self._writer = pa_csv.CSVWriter(str(self._partial), schema)  # header even when empty
+        if self._final.suffix == ".parquet":
+            self._writer = pq.ParquetWriter(str(self._partial), schema)
+        else:
+            self._writer = pa_csv.CSVWriter(str(self._partial), schema)  # header even when empty
 
     def send(self, batch: pa.RecordBatch, key_column: str, operation: str = "upsert") -> list[RecordResult]:
         assert self._writer is not None, "open() first"
