@@ -76,10 +76,10 @@ def child_sync(db: str, url: str, limit: int) -> None:
     process's peak RSS as JSON."""
     from reverse_etl import state
     from reverse_etl.destinations import make_destination
-    from reverse_etl.engine import run_sync
+    from reverse_etl.engine import prepare_connection, run_sync
 
     commits = {"seconds": 0.0, "count": 0}
-    commit_batch = state.commit_batch
+    commit_batch = state.commit_answers
 
     def timed_commit(*args: Any, **kwargs: Any) -> dict[str, int]:  # measured, not changed
         start = time.perf_counter()
@@ -89,9 +89,10 @@ def child_sync(db: str, url: str, limit: int) -> None:
             commits["seconds"] += time.perf_counter() - start
             commits["count"] += 1
 
-    state.commit_batch = timed_commit  # type: ignore[assignment]
+    state.commit_answers = timed_commit  # type: ignore[assignment]
     spec, env = spec_and_env(url, limit)
     con = duckdb.connect(db)
+    prepare_connection(con)  # as `corral sync` and Dagster do
     with httpx.Client(timeout=httpx.Timeout(30.0)) as client:
         start = time.perf_counter()
         result = run_sync(con, spec, make_destination("hubspot", env, client), echo=lambda line: print(line, file=sys.stderr, flush=True))

@@ -12,9 +12,8 @@ import httpx
 
 from loaders.home import CorralHome
 from loaders.warehouse import connect
-from reverse_etl import state
 from reverse_etl.destinations import make_destination
-from reverse_etl.engine import SyncRunResult, run_sync
+from reverse_etl.engine import SyncRunResult, prepare_connection, run_sync
 from reverse_etl.syncs import SyncSpec, load_syncs, read_manifest
 
 
@@ -34,6 +33,7 @@ def run_one(home: CorralHome, sync: SyncSpec, dry_run: bool = False, full: bool 
             echo: Callable[[str], None] | None = None) -> SyncRunResult:
     """One sync run (config errors raise SyncConfigError)."""
     with closing(connect(home)) as con:
+        prepare_connection(con)
         return _run_on(con, home, sync, dry_run, full, client, echo)
 
 
@@ -42,7 +42,7 @@ def run_syncs(home: CorralHome, syncs: list[SyncSpec], dry_run: bool = False, fu
     """Run syncs side by side, each on its own warehouse cursor and HTTP connection pool, so a
     slow destination holds up only its own sync; yields each (sync, result or error) as it ends."""
     with closing(connect(home)) as con:
-        con.execute(state.DDL)  # once, before the syncs write to it side by side
+        prepare_connection(con)  # once, before the syncs write to it side by side
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(syncs))), thread_name_prefix="sync") as pool:
             futures = {pool.submit(_run_on, con.cursor(), home, sync, dry_run, full, None, echo): sync for sync in syncs}
             for future in as_completed(futures):

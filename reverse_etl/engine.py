@@ -36,6 +36,7 @@ from reverse_etl.syncs import SyncConfigError, SyncSpec
 
 MAX_ERRORS_KEPT = 20
 SEND_ORDER = ("upsert", "insert", "update", "add", "delete", "remove")
+QUEUED_PER_WORKER = 8  # batches read ahead per worker: requests keep going while answers are committed
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,13 @@ class SyncRunResult:
     def error(self, message: str) -> None:
         if len(self.errors) < MAX_ERRORS_KEPT:
             self.errors.append(message)
+
+
+def prepare_connection(con: duckdb.DuckDBPyConnection, memory_limit: str = "200MB") -> None:
+    """Set up a connection for syncing: the state tables exist, and DuckDB's working memory is
+    capped (plans of millions of rows spill to disk rather than grow the process)."""
+    con.execute(f"set memory_limit = '{memory_limit}'")
+    con.execute(state.DDL)
 
 
 def check_columns(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
@@ -194,7 +202,7 @@ def _send_plan(
             for operation, batch in _batches(con, sync, operations, caps.batch_size):
                 if commits.stop:
                     break
-                if len(in_flight) >= caps.max_concurrency * 2:
+                if len(in_flight) >= caps.max_concurrency * QUEUED_PER_WORKER:
                     commits.collect(in_flight)
                 payload = batch.select(["destination_id", *sync.mapping.values()])
 
@@ -209,10 +217,10 @@ def _send_plan(
                          f"{result.failed + result.rejected:,} failed")
             while in_flight:
                 commits.collect(in_flight)
+        commits.close()
         success = result.failed == 0 and result.rejected == 0 and not commits.stop
     finally:
-        commits.flush()
-        commits.cursor.close()
+        commits.close()
         result.metadata = destination.close(success=success)
 
 
@@ -239,8 +247,9 @@ def _attempt(call: Callable[[], list[RecordResult]], options: EngineOptions, buc
 
 class _Committer:
     """Turns finished batches into state: answers are grouped and written together (a commit
-    costs about the same for one batch or twenty), at least every `commit_every_seconds`.
-    A crash loses only the answers not yet written; those records are sent again next run."""
+    costs about the same for one batch or twenty), at least every `commit_every_seconds`, while
+    up to QUEUED_PER_WORKER batches per worker keep requests going. A crash loses only the
+    answers not yet written; those records are sent again next run."""
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection, sync: SyncSpec, result: SyncRunResult, options: EngineOptions) -> None:
         self.cursor, self.sync, self.result, self.options = cursor, sync, result, options
@@ -248,13 +257,14 @@ class _Committer:
         self.pending_rows = 0
         self.last_flush = time.monotonic()
         self.stop = False
+        self.closed = False
 
     def collect(self, in_flight: dict[Future[list[RecordResult]], tuple[str, pa.RecordBatch]]) -> None:
         """Wait for a batch to finish, but not past the next commit time: answers already in
         are written even while other requests hang."""
         due = self.last_flush + self.options.commit_every_seconds - time.monotonic()
         done, _ = wait(list(in_flight), timeout=max(0.0, due) if self.pending else None, return_when=FIRST_COMPLETED)
-        for future in done:
+        for future in [f for f in in_flight if f in done]:  # in the order they were sent
             operation, batch = in_flight.pop(future)
             self._answered(operation, batch, future)
         if self.pending_rows >= self.options.commit_every_rows or time.monotonic() - self.last_flush >= self.options.commit_every_seconds:
@@ -300,6 +310,16 @@ class _Committer:
         self.result.succeeded += counts["succeeded"]
         self.result.failed += counts["failed"]
         self.result.rejected += counts["rejected"]
+
+    def close(self) -> None:
+        """Write what is left and wait for it (once; later calls do nothing)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush()
+        finally:
+            self.cursor.close()
 
 
 def _start_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:
