@@ -165,7 +165,7 @@ class Run:
     requests: int  # what the fake received during the run
     throttled: int
     send_seconds: float  # the fake's first request to its last
-    commit_seconds: float  # in state.commit_batch, on the engine's main thread
+    commit_seconds: float  # in state.commit_answers, on the engine's main thread
     commits: int
 
 
@@ -267,7 +267,7 @@ def report(r: Result, command: str) -> str:
         ("**records/s, whole sync**", f"{rate:,.0f} ({rate / ceiling:.1%} of {ceiling:,.0f})",
          f"≥ {TARGET_SHARE:.0%}: {verdict(rate >= TARGET_SHARE * ceiling)}"),
         ("records/s while sending (fake's first to last request)", f"{send_rate:,.0f} ({send_rate / ceiling:.1%})", ""),
-        ("time in `state.commit_batch` (engine main thread)", f"{r.first.commit_seconds:.1f} s, {per_commit_ms:.1f} ms × {r.first.commits:,}", ""),
+        ("time in `state.commit_answers` (engine main thread)", f"{r.first.commit_seconds:.1f} s, {per_commit_ms:.1f} ms × {r.first.commits:,} commits", ""),
         ("requests / 429s / engine retries", f"{r.first.requests:,} / {r.first.throttled} / {r.first.retried}", ""),
         ("contacts lost or wrong (every property checked)", f"{lost:,}", f"0: {verdict(lost == 0 and r.contacts == r.rows)}"),
         ("records `synced` with the fake's record id", f"{r.synced:,} of {r.rows:,}", f"all: {verdict(r.synced == r.rows)}"),
@@ -289,7 +289,7 @@ def report(r: Result, command: str) -> str:
         f"is the limit itself: {r.limit / 10:,.0f} requests/s × 100 contacts = {ceiling:,.0f} records/s. The sync runs in a child "
         f"process (`run_sync`, default retry policy) so its peak RSS is its own, DuckDB included; the largest request the fake saw "
         f"held {r.largest_batch} inputs. Outside its sending window ({r.first.send_seconds:.1f} s) the first sync spent {overhead:.1f} s "
-        f"(key check, plan, last commits). The time in `state.commit_batch` is measured by wrapping it in the child, unchanged. "
+        f"(key check, plan, last commits). The time in `state.commit_answers` is measured by wrapping it in the child, unchanged. "
         f"Checked: the fake's contacts, dumped before the baseline ran, joined to the mart on email with every mapped property "
         f"compared as text; every record `synced` with the record id the fake gave its email. The baseline sends the same rows "
         f"through `HubSpotDestination.send` from 4 threads and the same token bucket, with no plan, state or commit."
@@ -299,16 +299,16 @@ def report(r: Result, command: str) -> str:
         why = f"the sync runs at {rate / ceiling:.0%} of what the limit allows end to end, against 95% by design (5% headroom)"
     else:
         why = (f"the sync reaches {rate / ceiling:.0%} of what the limit allows, the destination alone {base_rate / ceiling:.0%}: the "
-               f"engine's main thread spends {bound:.0%} of the sync in `state.commit_batch` ({per_commit_ms:.0f} ms per batch of "
-               f"100: it joins the batch to the whole plan table and `corral_sync.records` and writes 4 statements in a transaction), "
-               f"so batches are committed slower than HubSpot would take them")
+               f"engine's main thread spends {bound:.0%} of the sync in `state.commit_answers` ({per_commit_ms:.0f} ms per commit of "
+               f"the answers gathered since the last one, about a second's worth), and on 2 shared cores the engine's own work "
+               f"(reading the plan, building payloads, committing) competes with the fake and the HTTP threads for CPU")
     if base_rate < TARGET_SHARE * ceiling:
         why += (f". The destination alone stays under 95% ({base_rate / ceiling:.0%}) because here it and the fake, both Python, "
                 f"share 2 cores")
     memory = "" if rss < RSS_TARGET_MB else (
         f" Peak RSS is DuckDB's working set more than Python's: the unchanged re-sync, which only diffs {r.rows:,} rows against "
         f"their state, peaks at {r.resync.maxrss_mb:,.0f} MB and the destination alone, reading the mart, at "
-        f"{r.baseline.maxrss_mb:,.0f} MB; the engine sets no DuckDB `memory_limit`."
+        f"{r.baseline.maxrss_mb:,.0f} MB, with DuckDB's `memory_limit` at 200 MB (`prepare_connection`)."
     )
     reading = (
         f"Reading: {why}. {r.first.throttled} 429s: the 95% pace keeps every rolling window under the limit. An unchanged re-sync "

@@ -30,7 +30,13 @@ import duckdb
 import pyarrow as pa
 
 from reverse_etl import state
-from reverse_etl.destinations.base import AuthorizationFailed, BatchRejected, Destination, RecordResult, RetryableError
+from reverse_etl.destinations.base import (
+    AuthorizationFailed,
+    BatchRejected,
+    Destination,
+    RecordResult,
+    RetryableError,
+)
 from reverse_etl.pacing import DeadlineExceeded, RetryPolicy, TokenBucket, with_retries
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 

@@ -109,9 +109,8 @@ def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncSpec, full: bool) -> No
     fields = ", ".join(f"{quote(column)} as {quote(target)}" for column, target in sync.mapping.items())
     hashed = ", ".join(f"{quote(column)} := {quote(column)}" for column in sync.mapping)
     operations = MODE_OPERATIONS[sync.mode]
-    resend = f"'{FULL_OPERATION[sync.mode]}'" if full else "null"
-    retry_rejected = f"'{FULL_OPERATION[sync.mode]}'" if full else "null"
-    key_type = dict((row[0], row[1]) for row in con.execute(f"describe select * from {sync.relation}").fetchall())[sync.primary_key]
+    resend = f"'{FULL_OPERATION[sync.mode]}'" if full else "null"  # --full: unchanged and rejected rows go again
+    key_type = {row[0]: row[1] for row in con.execute(f"describe select * from {sync.relation}").fetchall()}[sync.primary_key]
     key_target = quote(sync.mapping[sync.primary_key])
     targets = ", ".join(  # a removed row keeps its key (the state has it as text), its other fields are null
         f"coalesce(current.{key_target}, cast(state.record_key as {key_type})) as {key_target}" if target == sync.mapping[sync.primary_key]
@@ -161,7 +160,7 @@ def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncSpec, full: bool) -> No
                 when 'removed' then '{operations["removed"]}'
                 when 'dropped' then 'forget'
                 when 'unchanged' then {resend}
-                when 'rejected' then case when row_hash is null then null else {retry_rejected} end
+                when 'rejected' then case when row_hash is null then null else {resend} end
             end as operation
         from diffed
         """,
@@ -279,7 +278,7 @@ def commit_snapshot(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
     """A snapshot destination took every current row: all delivered, removed rows gone."""
     plan = plan_table(sync)
     con.execute("begin transaction")
-    con.execute(f"delete from corral_sync.records where sync_name = $sync", {"sync": sync.name})
+    con.execute("delete from corral_sync.records where sync_name = $sync", {"sync": sync.name})
     con.execute(
         f"""
         insert into corral_sync.records

@@ -14,8 +14,8 @@ import duckdb
 import httpx
 import pyarrow as pa
 import pytest
-
 from fakes.hubspot import TOKEN, UPSERT, FakeHubSpot, Scripted, serve
+
 from reverse_etl.destinations import make_destination
 from reverse_etl.destinations.base import RetryableError
 from reverse_etl.destinations.hubspot import HubSpotDestination

@@ -4,7 +4,6 @@ per-sync deadline, dry runs, full resends, and a SIGKILL mid-sync then resume.""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,8 +16,8 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-
 from fakes.webhook import SECRET, FakeWebhook, Scripted, serve
+
 from reverse_etl.destinations import make_destination
 from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
 from reverse_etl.pacing import RetryPolicy

@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 
 from dagster_defs import dbt_runner
 from dagster_defs.dbt_runner import DbtFailed, run_dbt
-from dagster_defs.traits import FilterError, TraitDefinitionError, check_definitions, parse_filter
+from dagster_defs.traits import (
+    FilterError,
+    TraitDefinitionError,
+    check_definitions,
+    parse_filter,
+)
 from loaders.home import CorralHome
 from loaders.load import load_files
 from loaders.warehouse import connect

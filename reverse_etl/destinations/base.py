@@ -15,7 +15,6 @@ import pyarrow as pa
 
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
-
 OPERATIONS = ("upsert", "insert", "update", "delete", "add", "remove")
 
 

@@ -29,7 +29,14 @@ from typing import Any, ClassVar
 import httpx
 import pyarrow as pa
 
-from reverse_etl.destinations.base import BatchRejected, Capabilities, Destination, RecordResult, RetryableError, retry_after_seconds
+from reverse_etl.destinations.base import (
+    BatchRejected,
+    Capabilities,
+    Destination,
+    RecordResult,
+    RetryableError,
+    retry_after_seconds,
+)
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
 BASE_URL = "https://api.hubapi.com"
