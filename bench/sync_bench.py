@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from readme_section import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE = ROOT / "tests" / "fakes" / "hubspot.py"
+TESTS = ROOT / "tests"  # the fake runs as `python -m fakes.hubspot` from here
 BEGIN, END = "<!-- sync_bench:begin -->", "<!-- sync_bench:end -->"
 TOKEN = "pat-na1-bench-token"
 MAPPING = {"id": "corral_id", "email": "email", "first_name": "firstname", "last_name": "lastname", "ltv": "lifetime_value",
@@ -226,8 +226,8 @@ def bench(opts: argparse.Namespace, work: Path) -> Result:
         con.execute(audience_sql(opts.rows))
     generate_s = time.perf_counter() - start
     print(f"audience of {opts.rows:,} rows built in {generate_s:.1f}s", flush=True)
-    fake = subprocess.Popen([sys.executable, str(FAKE), "--limit-per-10s", str(opts.limit_per_10s), "--token", TOKEN],
-                            stdout=subprocess.PIPE, text=True)
+    fake = subprocess.Popen([sys.executable, "-m", "fakes.hubspot", "--limit-per-10s", str(opts.limit_per_10s), "--token", TOKEN],
+                            stdout=subprocess.PIPE, text=True, cwd=TESTS)
     try:
         assert fake.stdout is not None
         url = fake.stdout.readline().strip()

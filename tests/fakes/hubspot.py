@@ -19,7 +19,6 @@ import argparse
 import json
 import random
 import resource
-import socket
 import sys
 import threading
 import time
@@ -29,8 +28,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from fakes.server import serve_http
 
 TOKEN = "pat-na1-00000000-corral-test"
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"
@@ -241,48 +241,15 @@ class FakeHubSpot:
 def serve(fake: FakeHubSpot) -> Iterator[FakeHubSpot]:
     """Run the fake on a free local port (fake.url is the base URL) until the block ends."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as HubSpot
+    def handle(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], str, float]:
+        if path.startswith("/__fake__/"):  # for the benchmark, which runs the fake in its own process
+            answer: Any = fake.stats() if path == "/__fake__/stats" else {"dumped": fake.dump(json.loads(body)["path"])}
+            return 200, {"content-type": "application/json"}, json.dumps(answer), 0.0
+        return fake.handle(method, path, headers, body)
 
-        def setup(self) -> None:
-            super().setup()
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait between head and body
-
-        def _serve(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            if self.path.startswith("/__fake__/"):
-                answer: Any = fake.stats() if self.path == "/__fake__/stats" else {"dumped": fake.dump(json.loads(body)["path"])}
-                status, headers, text, stall = 200, {"content-type": "application/json"}, json.dumps(answer), 0.0
-            else:
-                status, headers, text, stall = fake.handle(self.command, self.path, self.headers, body)
-            if stall:
-                time.sleep(stall)
-            payload = text.encode()
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-
-        do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815 - http.server's names
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_http(handle) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def main() -> None:

@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from fakes.server import serve_http
 
 SECRET = "whsec_" + base64.b64encode(b"corral-test-signing-key-0123456789").decode()
 
@@ -96,33 +97,9 @@ class FakeWebhook:
 def serve(fake: FakeWebhook) -> Iterator[FakeWebhook]:
     """Run the fake on a free local port (fake.url) until the block ends."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            status, headers, text, stall = fake.handle(self.headers, body)
-            if stall:
-                time.sleep(stall)
-            payload = text.encode()
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            try:
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+    def handle(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], str, float]:
+        return fake.handle(headers, body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    try:
+    with serve_http(handle) as url:
+        fake.url = f"{url}/hook"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
