@@ -16,6 +16,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
+from reverse_etl.destinations.base import REMOVALS
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
 DDL = """
@@ -78,7 +79,6 @@ MODE_OPERATIONS: dict[str, dict[str, str]] = {
     "add_remove": {"added": "add", "changed": "baseline", "removed": "remove"},
 }
 FULL_OPERATION = {"upsert": "upsert", "insert": "insert", "update": "update", "mirror": "upsert", "add_remove": "add"}
-REMOVALS = ("delete", "remove")
 
 
 def plan_table(sync: SyncSpec) -> str:
@@ -178,7 +178,7 @@ def operation_counts(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> dict[str
     return {operation: count for operation, count in rows}
 
 
-def apply_silent(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> int:
+def apply_silent(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
     """Record 'baseline' rows as delivered and drop 'forget' rows; nothing is sent for either."""
     plan = plan_table(sync)
     con.execute("begin transaction")
@@ -195,7 +195,6 @@ def apply_silent(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> int:
         {"sync": sync.name},
     )
     con.execute("commit")
-    return sum(n for op, n in operation_counts(con, sync).items() if op in ("baseline", "forget"))
 
 
 BOOKKEEPING = ("record_key", "row_hash", "attempts", "attempted_hash", "confirmed_hash", "previous_destination_id")

@@ -14,7 +14,8 @@ import duckdb
 import httpx
 import pyarrow as pa
 import pytest
-from fakes.hubspot import TOKEN, UPSERT, FakeHubSpot, Scripted, serve
+from fakes.hubspot import TOKEN, UPSERT, FakeHubSpot, serve
+from fakes.server import Scripted
 
 from reverse_etl.destinations import make_destination
 from reverse_etl.destinations.base import RetryableError

@@ -16,7 +16,8 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-from fakes.webhook import SECRET, FakeWebhook, Scripted, serve
+from fakes.server import Scripted
+from fakes.webhook import SECRET, FakeWebhook, serve
 
 from reverse_etl.destinations import make_destination
 from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
@@ -194,6 +195,15 @@ def test_a_wrong_signing_secret_is_refused_and_reported(con: duckdb.DuckDBPyConn
     hook.secret = "whsec_" + "b3RoZXI="
     result = sync(con, hook, client)
     assert result.status == "failed" and "HTTP 401" in result.errors[0] and "no valid v1 signature" in result.errors[0]
+
+
+def test_a_shared_secret_adds_a_segment_style_signature(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    hook.shared_secret = "segment-shared-secret"
+    env = {"WEBHOOK_URL": hook.url, "WEBHOOK_SECRET": SECRET}
+    unsigned = run_sync(con, spec(), make_destination("webhook", env, client), options=FAST)
+    assert unsigned.status == "failed" and "no valid X-Signature" in unsigned.errors[0]
+    signed = run_sync(con, spec(), make_destination("webhook", {**env, "WEBHOOK_SHARED_SECRET": "segment-shared-secret"}, client), options=FAST)
+    assert signed.status == "success" and hook.records == mart(con)
 
 
 def test_dry_run_shows_the_plan_and_sends_nothing(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:

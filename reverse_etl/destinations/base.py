@@ -16,6 +16,7 @@ import pyarrow as pa
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
 OPERATIONS = ("upsert", "insert", "update", "delete", "add", "remove")
+REMOVALS = ("delete", "remove")  # the operations that take a record away
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from reverse_etl.destinations.base import (
     OPERATIONS,
+    REMOVALS,
     BatchRejected,
     Capabilities,
     Destination,
@@ -37,8 +38,6 @@ from reverse_etl.destinations.base import (
     raise_for_transient,
 )
 from reverse_etl.syncs import SyncConfigError, SyncSpec
-
-REMOVALS = ("delete", "remove")
 
 
 def json_value(value: Any) -> Any:

@@ -30,20 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from fakes.server import serve_http
+from fakes.server import Answer, Scripted, serve_http
 
 TOKEN = "pat-na1-00000000-corral-test"
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"
-Answer = tuple[int, dict[str, str], str, float]  # status, headers, body, stall seconds
 NOT_JSON = object()
-
-
-@dataclass
-class Scripted:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str = ""
-    stall_seconds: float = 0.0
 
 
 def invalid_email(contact: dict[str, Any]) -> str | None:
@@ -241,7 +232,7 @@ class FakeHubSpot:
 def serve(fake: FakeHubSpot) -> Iterator[FakeHubSpot]:
     """Run the fake on a free local port (fake.url is the base URL) until the block ends."""
 
-    def handle(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], str, float]:
+    def handle(method: str, path: str, headers: Any, body: bytes) -> Answer:
         if path.startswith("/__fake__/"):  # for the benchmark, which runs the fake in its own process
             answer: Any = fake.stats() if path == "/__fake__/stats" else {"dumped": fake.dump(json.loads(body)["path"])}
             return 200, {"content-type": "application/json"}, json.dumps(answer), 0.0

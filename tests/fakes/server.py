@@ -9,11 +9,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# (method, path, headers, body) -> (status, headers, body text, seconds to stall before answering)
-Handle = Callable[[str, str, Any, bytes], tuple[int, dict[str, str], str, float]]
+Answer = tuple[int, dict[str, str], str, float]  # status, headers, body text, seconds to stall before answering
+Handle = Callable[[str, str, Any, bytes], Answer]  # (method, path, headers, body) -> Answer
+
+
+@dataclass
+class Scripted:
+    """A canned answer a fake gives instead of its own (a 429, a 5xx, a stall)."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    stall_seconds: float = 0.0
 
 
 @contextmanager

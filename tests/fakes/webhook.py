@@ -18,23 +18,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fakes.server import serve_http
+from fakes.server import Answer, Scripted, serve_http
 
 SECRET = "whsec_" + base64.b64encode(b"corral-test-signing-key-0123456789").decode()
-
-
-@dataclass
-class Scripted:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str = ""
-    stall_seconds: float = 0.0
 
 
 @dataclass
 class FakeWebhook:
     key_field: str
     secret: str = SECRET
+    shared_secret: str | None = None  # when set, a Segment-style X-Signature is required too
     max_records: int = 500
     tolerance_seconds: int = 300
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -56,9 +49,13 @@ class FakeWebhook:
         expected = base64.b64encode(hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()).decode()
         if not any(s.startswith("v1,") and hmac.compare_digest(s[3:], expected) for s in signatures.split()):
             return "no valid v1 signature"
+        if self.shared_secret is not None:
+            segment = hmac.new(self.shared_secret.encode(), body, hashlib.sha1).hexdigest()
+            if not hmac.compare_digest(headers.get("X-Signature", ""), segment):
+                return "no valid X-Signature"
         return None
 
-    def handle(self, headers: Any, body: bytes) -> tuple[int, dict[str, str], str, float]:
+    def handle(self, headers: Any, body: bytes) -> Answer:
         with self.lock:
             self.requests += 1
             if self.script:
@@ -97,7 +94,7 @@ class FakeWebhook:
 def serve(fake: FakeWebhook) -> Iterator[FakeWebhook]:
     """Run the fake on a free local port (fake.url) until the block ends."""
 
-    def handle(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], str, float]:
+    def handle(method: str, path: str, headers: Any, body: bytes) -> Answer:
         return fake.handle(headers, body)
 
     with serve_http(handle) as url:
