@@ -18,6 +18,7 @@ The engine knows nothing of any vendor.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -213,7 +214,13 @@ def _send_plan(
                 payload = batch.select(["destination_id", *sync.mapping.values()])
 
                 def call(payload: pa.RecordBatch = payload, operation: str = operation) -> list[RecordResult]:
-                    return destination.send(payload, sync.mapping[sync.primary_key], operation)
+                    if commits.stopped.is_set():  # checked after pacing, right before the request
+                        raise NotSent("the sync stopped before this batch was sent")
+                    try:
+                        return destination.send(payload, sync.mapping[sync.primary_key], operation)
+                    except AuthorizationFailed:
+                        commits.stopped.set()  # at once, not when the answer is committed
+                        raise
 
                 in_flight[pool.submit(_attempt, call, options, bucket, deadline, rng, result)] = (operation, batch)
                 result.sent += batch.num_rows
@@ -221,13 +228,25 @@ def _send_plan(
                     last_progress = time.monotonic()
                     echo(f"{sync.name}: {result.succeeded + result.failed + result.rejected:,} of {result.planned:,} answered, "
                          f"{result.failed + result.rejected:,} failed")
+                if commits.stop:
+                    _abandon(in_flight, result)
             while in_flight:
                 commits.collect(in_flight)
+                if commits.stop:
+                    _abandon(in_flight, result)
         commits.close()
         success = result.failed == 0 and result.rejected == 0 and not commits.stop
     finally:
         commits.close()
         result.metadata = destination.close(success=success)
+
+
+def _abandon(in_flight: dict[Future[list[RecordResult]], tuple[str, pa.RecordBatch]], result: SyncRunResult) -> None:
+    """The sync stops: batches not yet started are not sent (they stay pending for the next
+    run); requests already under way finish and are committed."""
+    for future in list(in_flight):
+        if future.cancel():
+            result.sent -= in_flight.pop(future)[1].num_rows
 
 
 def _batches(con: duckdb.DuckDBPyConnection, sync: SyncSpec, operations: dict[str, int], size: int) -> Iterator[tuple[str, pa.RecordBatch]]:
@@ -251,6 +270,10 @@ def _attempt(call: Callable[[], list[RecordResult]], options: EngineOptions, buc
     return with_retries(call, options.retry, bucket, deadline, rng, sleep=options.sleep, on_retry=counted)
 
 
+class NotSent(Exception):
+    """A batch the sync stopped before sending; its records stay pending."""
+
+
 class _Committer:
     """Turns finished batches into state: answers are grouped and written together (a commit
     costs about the same for one batch or twenty), at least every `commit_every_seconds`, while
@@ -263,6 +286,7 @@ class _Committer:
         self.pending_rows = 0
         self.last_flush = time.monotonic()
         self.stop = False
+        self.stopped = threading.Event()  # seen by the workers: batches not yet sent are not sent
         self.closed = False
 
     def collect(self, in_flight: dict[Future[list[RecordResult]], tuple[str, pa.RecordBatch]]) -> None:
@@ -283,13 +307,18 @@ class _Committer:
             if len(answers) != len(keys):
                 raise BatchRejected(f"the destination answered {len(answers)} records for a batch of {len(keys)}")
             outcome = [(a.ok, a.error, a.destination_id) for a in answers]
+        except NotSent:
+            self.result.sent -= len(keys)  # stays pending for the next run
+            return
         except DeadlineExceeded as exc:
             self.stop = True
+            self.stopped.set()
             self.result.sent -= len(keys)
             self.result.error(f"deadline: {exc}; {len(keys):,} records of this batch were not sent and stay pending")
             return
         except AuthorizationFailed as exc:
             self.stop = True  # every further request would be refused the same way
+            self.stopped.set()
             self.result.error(f"stopped: {exc}")
             outcome = [(False, str(exc), None)] * len(keys)
         except (RetryableError, BatchRejected) as exc:

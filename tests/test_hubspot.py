@@ -248,10 +248,13 @@ def test_a_429_asks_every_worker_to_pause(retry_after: str | None, wait: float, 
     assert raised.value.retry_after == wait
 
 
-def test_a_wrong_token_fails_the_batch_with_hubspots_message(con: duckdb.DuckDBPyConnection, hubspot: FakeHubSpot, client: httpx.Client) -> None:
+def test_a_wrong_token_stops_the_sync_with_hubspots_message(con: duckdb.DuckDBPyConnection, hubspot: FakeHubSpot, client: httpx.Client) -> None:
     result = sync(con, hubspot, client, environment=env(hubspot, HUBSPOT_ACCESS_TOKEN="pat-na1-revoked"))
-    assert (result.status, result.failed) == ("failed", 1000)
-    assert "HTTP 401: INVALID_AUTHENTICATION: Authentication credentials not found" in result.errors[0] and hubspot.contacts == {}
+    assert result.status == "failed" and result.succeeded == 0
+    assert hubspot.requests <= HubSpotDestination.capabilities.max_concurrency, "no request after the first refusal is answered"
+    assert result.failed == 100 * hubspot.requests and result.sent == result.failed, "batches never sent stay pending"
+    assert "stopped: hubspot contacts batch upsert: HTTP 401: INVALID_AUTHENTICATION: Authentication credentials not found" in result.errors[0]
+    assert hubspot.contacts == {}
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ field `email`: contacts are keyed by it.
 - Pacing: 95% of the limit with a burst of at most 5 requests, so no rolling 10-second window
   goes over it. 429 (body `policyName` TEN_SECONDLY_ROLLING) and 5xx are retried: Retry-After
   if HubSpot sends one (unconfirmed), else a 1 s pause of every worker, then backoff. Other
-  4xx fail the batch with HubSpot's message.
+  4xx fail the batch with HubSpot's message; 401 and 403 stop the sync.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import httpx
 import pyarrow as pa
 
 from reverse_etl.destinations.base import (
+    AuthorizationFailed,
     BatchRejected,
     Capabilities,
     Destination,
@@ -147,6 +148,8 @@ class HubSpotDestination(Destination):
             asked = retry_after_seconds(response)
             raise RetryableError(f"hubspot {what}: HTTP {status}: {describe(response)}",
                                  asked if asked is not None or status != 429 else THROTTLED_PAUSE)
+        if status in (401, 403):  # a bad or revoked token, or a missing scope: every request would be refused
+            raise AuthorizationFailed(f"hubspot {what}: HTTP {status}: {describe(response)}")
         if not 200 <= status < 300:
             raise BatchRejected(f"hubspot {what}: HTTP {status}: {describe(response)}")
         try:

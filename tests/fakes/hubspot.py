@@ -73,6 +73,7 @@ class FakeHubSpot:
     statuses: Counter[int] = field(default_factory=Counter)
     largest_batch: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    deny_status: int = 0  # when set, every API request is refused with this status (401 or 403)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -96,7 +97,10 @@ class FakeHubSpot:
                 self.statuses[s.status] += 1
                 self.throttled += s.status == 429
                 return s.status, s.headers, s.body, s.stall_seconds
-            if headers.get("authorization") != f"Bearer {self.token}":
+            if self.deny_status == 403:
+                return self._answer(*error(403, "MISSING_SCOPES", "This app hasn't been granted all required scopes to make this call. "
+                                           "Read more about required scopes here: https://developers.hubspot.com/scopes."), {})
+            if headers.get("authorization") != f"Bearer {self.token}" or self.deny_status == 401:
                 status, answer = error(401, "INVALID_AUTHENTICATION", "Authentication credentials not found. This API supports "
                                        "OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview")
                 return self._answer(status, answer, {})

@@ -36,6 +36,8 @@ class FakeWebhook:
     requests: int = 0
     deliveries: list[tuple[str, list[str]]] = field(default_factory=list)  # accepted: (operation, keys)
     message_ids: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)  # requests over max_records
+    deny_status: int = 0  # when set, every request is refused with this status (401 or 403)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
 
@@ -61,12 +63,15 @@ class FakeWebhook:
             if self.script:
                 s = self.script.popleft()
                 return s.status, s.headers, s.body, s.stall_seconds
-            problem = self.verify(headers, body)
+            problem = self.verify(headers, body) or (f"denied ({self.deny_status})" if self.deny_status else None)
+            if problem and self.deny_status == 403:
+                return 403, {}, json.dumps({"error": problem}), 0.0
             if problem:
                 return 401, {}, json.dumps({"error": problem}), 0.0
             message = json.loads(body)
             records = message["records"]
             if len(records) > self.max_records:
+                self.violations.append(f"{len(records)} records in one request, at most {self.max_records}")
                 return 413, {}, json.dumps({"error": f"at most {self.max_records} records per request"}), 0.0
             results = []
             accepted = []
