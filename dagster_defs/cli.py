@@ -83,6 +83,18 @@ def cmd_sync(args: argparse.Namespace, home: CorralHome) -> int:
     return 1 if failed else 0
 
 
+def cmd_replay_rejected(args: argparse.Namespace, home: CorralHome) -> int:
+    from loaders.protocols import load_plans, plans_directory
+    from loaders.replay import replay_rejected
+
+    plans = load_plans(plans_directory())  # a broken plan stops here, naming file and line
+    with closing(connect(home)) as con:
+        result = replay_rejected(con, home, plans, source=args.source, dry_run=args.dry_run)
+    for line in result.describe():
+        say(line)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, home: CorralHome) -> int:
     if not home.warehouse.exists():
         say(f"no warehouse yet at {home.warehouse}; run `corral demo` or `corral load FILES`")
@@ -173,6 +185,17 @@ def parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="say what would be sent; send nothing")
     sync.add_argument("--full", action="store_true", help="resend every row, not only changes (and retry rejected ones)")
     sync.set_defaults(run=cmd_sync)
+
+    replay = commands.add_parser(
+        "replay-rejected",
+        help="check messages a tracking plan blocked against the current plans; land those that now pass, once",
+        description="Loads new rejected files into raw.rejected_events, checks each message blocked by a tracking "
+        "plan (and not replayed yet) against the current plan of its source (CORRAL_TRACKING_PLANS), and lands "
+        "those that pass in raw.events, exactly once; the others stay for a later replay.",
+    )
+    replay.add_argument("--source", help="only this source's messages (default: all)")
+    replay.add_argument("--dry-run", action="store_true", help="say what would land; land nothing")
+    replay.set_defaults(run=cmd_replay_rejected)
 
     status = commands.add_parser("status", help="what the warehouse holds: events, profiles, sessions, audiences, syncs")
     status.set_defaults(run=cmd_status)

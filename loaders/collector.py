@@ -2,7 +2,10 @@
 
 Existing SDKs work by changing only their host. Every accepted message is appended to a landing
 segment and fsync'd before the 200 goes out (loaders/landing.py); the collector never opens the
-warehouse. Invalid messages are kept, with their reason, under `landing/_rejected/`.
+warehouse. Invalid messages are kept, with their reason, under `landing/_rejected/`. A source
+with a tracking plan (loaders/protocols.py) has each valid message checked against it: violations
+are landed in `landing/_violations/<source>/`, and a message the plan blocks goes to
+`landing/_rejected/<source>/` with its violations (answered 200 and counted as `blocked`).
 
 Routes: POST /v1/{identify,track,page,screen,group,alias,batch} and analytics.js's /v1/{i,t,p,s,
 g,a,b}; POST /v1/webhook/{name} (loaders/webhooks.py); GET /health; GET /metrics (Prometheus).
@@ -28,6 +31,7 @@ import orjson
 from loaders.home import CorralHome
 from loaders.landing import LandingWriter
 from loaders.messages import MESSAGE_TYPES, SHORT_TYPES, RequestClock, accept
+from loaders.protocols import TrackingPlan, blocked_line, load_plans, plans_directory, violation_lines
 from loaders.webhooks import DEFAULT_PATH, WebhookMapping, load_webhook_mappings
 
 log = logging.getLogger("corral.collector")
@@ -59,7 +63,10 @@ REFUSAL_CODES = (
     "unauthorized", "invalid_json", "invalid_batch", "invalid_message", "body_too_large", "message_too_large",
     "too_many_messages", "unsupported_encoding", "invalid_gzip", "incomplete_body", "not_found", "unavailable",
 )
-COUNTER_NAMES = ("requests", "accepted", "rejected", *(f"refused_{code}" for code in REFUSAL_CODES))
+COUNTER_NAMES = (
+    "requests", "accepted", "rejected", "blocked", "violations", "omitted_properties",
+    *(f"refused_{code}" for code in REFUSAL_CODES),
+)
 
 
 class Counters:
@@ -82,6 +89,20 @@ class Counters:
     def snapshot(self) -> dict[str, int]:
         values, width = self._values[:], len(COUNTER_NAMES)
         return {name: sum(values[i::width]) for i, name in enumerate(COUNTER_NAMES)}
+
+
+@dataclass
+class Prepared:
+    """One request's messages as NDJSON lines, by landing file, and what to answer."""
+
+    accepted: list[bytes] = field(default_factory=list)
+    rejected: list[bytes] = field(default_factory=list)  # spec-invalid, and blocked by the plan
+    violations: list[bytes] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # spec-invalid, for the answer
+    notes: list[dict[str, Any]] = field(default_factory=list)  # messages with plan violations, for the answer
+    blocked: int = 0
+    violation_count: int = 0
+    omitted: int = 0
 
 
 class Refused(Exception):
@@ -114,16 +135,19 @@ class CollectorConfig:
     home: CorralHome
     write_keys: dict[str, str]
     webhooks: dict[str, WebhookMapping] = field(default_factory=dict)
+    plans: dict[str, TrackingPlan] = field(default_factory=dict)
     segment_max_bytes: int = 64 << 20
     segment_max_age_seconds: float = 60.0
 
     @classmethod
-    def from_env(cls, environ: MutableMapping[str, str] | None = None) -> "CollectorConfig":
+    def from_env(cls, environ: MutableMapping[str, str] | None = None) -> CollectorConfig:
         env = os.environ if environ is None else environ
+        write_keys = parse_write_keys(env.get("CORRAL_WRITE_KEYS"))
         return cls(
             home=CorralHome.from_env(dict(env)),
-            write_keys=parse_write_keys(env.get("CORRAL_WRITE_KEYS")),
+            write_keys=write_keys,
             webhooks=load_webhook_mappings(Path(env.get("CORRAL_WEBHOOKS") or DEFAULT_PATH)),
+            plans=load_plans(plans_directory(env), known_sources=write_keys.values()),
             segment_max_bytes=int(env.get("CORRAL_SEGMENT_MAX_BYTES") or 64 << 20),
             segment_max_age_seconds=float(env.get("CORRAL_SEGMENT_MAX_AGE_SECONDS") or 60.0),
         )
@@ -149,6 +173,8 @@ class Collector:
             if event["type"] == "lifespan.startup":
                 await self.writer.start()
                 log.info("collecting into %s for sources %s", self.config.home.landing, sorted(set(self.config.write_keys.values())))
+                for plan in {id(p): p for p in self.config.plans.values()}.values():
+                    log.info("tracking plan for %s", plan.describe())
                 await send({"type": "lifespan.startup.complete"})
             elif event["type"] == "lifespan.shutdown":
                 await self.writer.stop()
@@ -219,17 +245,29 @@ class Collector:
             items, shared = payload["batch"], payload
             if len(items) > MAX_BATCH_MESSAGES:
                 raise Refused(400, "too_many_messages", f"{len(items)} messages in one batch; the limit is {MAX_BATCH_MESSAGES}")
-        accepted, rejected, errors = self._prepare(items, shared, kind if single else None, source, clock)
-        await self.writer.append(self.writer.directory(source), b"".join(accepted))
-        await self.writer.append(self.writer.directory(source, rejected=True), b"".join(rejected))
-        self.counters.add("accepted", len(accepted))
-        self.counters.add("rejected", len(rejected))
-        if single and errors:
+        prepared = self._prepare(items, shared, kind if single else None, source, clock)
+        writer = self.writer
+        await writer.append_all([
+            (writer.directory(source), b"".join(prepared.accepted)),
+            (writer.directory(source, rejected=True), b"".join(prepared.rejected)),
+            (writer.directory(source, violations=True), b"".join(prepared.violations)),
+        ])
+        self.counters.add("accepted", len(prepared.accepted))
+        rejected = len(prepared.rejected) - prepared.blocked
+        self.counters.add("rejected", rejected)
+        if prepared.notes:
+            self.counters.add("blocked", prepared.blocked)
+            self.counters.add("violations", prepared.violation_count)
+            self.counters.add("omitted_properties", prepared.omitted)
+        if single and prepared.errors:
             self.counters.add("refused_invalid_message")
-            return 400, orjson.dumps({"code": "invalid_message", "message": errors[0]["reason"]})
-        result: dict[str, Any] = {"success": True, "accepted": len(accepted), "rejected": len(rejected)}
-        if errors:
-            result["errors"] = errors[:MAX_ERRORS_SHOWN]
+            return 400, orjson.dumps({"code": "invalid_message", "message": prepared.errors[0]["reason"]})
+        result: dict[str, Any] = {"success": True, "accepted": len(prepared.accepted), "rejected": rejected}
+        if prepared.errors:
+            result["errors"] = prepared.errors[:MAX_ERRORS_SHOWN]
+        if prepared.notes:  # tracking plan: what was blocked or kept with violations, and why
+            result["blocked"] = prepared.blocked
+            result["violations"] = prepared.notes[:MAX_ERRORS_SHOWN]
         return 200, orjson.dumps(result)
 
     def _authenticate(self, headers: dict[bytes, bytes], payload: Any, query_string: bytes) -> str:
@@ -256,12 +294,15 @@ class Collector:
 
     def _prepare(
         self, items: list[Any], shared: dict[str, Any], endpoint_type: str | None, source: str, clock: RequestClock
-    ) -> tuple[list[bytes], list[bytes], list[dict[str, Any]]]:
-        """Validate and enrich every item into NDJSON lines (accepted, rejected). Refuses the
-        whole request (storing nothing) if one message is over the per-message limit."""
+    ) -> Prepared:
+        """Validate and enrich every item into NDJSON lines (accepted, rejected, violations),
+        checking valid ones against the source's tracking plan. Refuses the whole request
+        (storing nothing) if one message is over the per-message limit."""
         batch_context, batch_integrations = shared.get("context"), shared.get("integrations")
         batch_sent_at = shared.get("sentAt")
-        accepted, rejected, errors = [], [], []
+        plan = self.config.plans.get(source)
+        prepared = Prepared()
+        accepted, rejected, errors = prepared.accepted, prepared.rejected, prepared.errors
         for index, item in enumerate(items):
             if isinstance(item, dict):  # a batch's context/integrations apply to each item
                 item.pop("writeKey", None)
@@ -271,6 +312,26 @@ class Collector:
                 if isinstance(batch_integrations, dict) and "integrations" not in item:
                     item["integrations"] = batch_integrations
             reason = accept(item, clock, batch_sent_at, endpoint_type)
+            verdict = None if reason is not None or plan is None else plan.check(item)
+            if verdict is not None:
+                assert plan is not None
+                line = orjson.dumps(item) + b"\n"
+                if len(line) > MAX_STORED_MESSAGE_BYTES:
+                    raise Refused(400, "message_too_large", f"message {index} is over the {MAX_MESSAGE_BYTES // 1024} KB limit per message")
+                prepared.violations.append(violation_lines(verdict, item, source, plan, clock.received_iso))
+                prepared.omitted += verdict.omitted
+                prepared.violation_count += len(verdict.violations)
+                if verdict.blocked:
+                    rejected.append(blocked_line(verdict, line, source, plan, clock.received_iso))
+                    prepared.blocked += 1
+                else:
+                    accepted.append(line)
+                prepared.notes.append({
+                    "index": index, "messageId": item.get("messageId"), "blocked": verdict.blocked,
+                    "violations": [{"path": v.path, "rule": v.rule, "action": v.action, "description": v.description}
+                                   for v in verdict.violations[:MAX_ERRORS_SHOWN]],
+                })
+                continue
             if reason is None:
                 line = orjson.dumps(item) + b"\n"
                 accepted.append(line)
@@ -281,7 +342,7 @@ class Collector:
                 rejected.append(line)
             if len(line) > MAX_STORED_MESSAGE_BYTES:
                 raise Refused(400, "message_too_large", f"message {index} is over the {MAX_MESSAGE_BYTES // 1024} KB limit per message")
-        return accepted, rejected, errors
+        return prepared
 
     def _metrics(self) -> bytes:
         counts = self.counters.snapshot()
@@ -290,6 +351,13 @@ class Collector:
             "# TYPE corral_collector_messages_total counter",
             f'corral_collector_messages_total{{outcome="accepted"}} {counts["accepted"]}',
             f'corral_collector_messages_total{{outcome="rejected"}} {counts["rejected"]}',
+            f'corral_collector_messages_total{{outcome="blocked"}} {counts["blocked"]}',
+            "# HELP corral_collector_plan_violations_total Tracking-plan violations found, across workers.",
+            "# TYPE corral_collector_plan_violations_total counter",
+            f'corral_collector_plan_violations_total {counts["violations"]}',
+            "# HELP corral_collector_omitted_properties_total Properties or traits dropped by omit_properties plans.",
+            "# TYPE corral_collector_omitted_properties_total counter",
+            f'corral_collector_omitted_properties_total {counts["omitted_properties"]}',
             "# HELP corral_collector_requests_total POST requests, and those refused by code, across workers.",
             "# TYPE corral_collector_requests_total counter",
             f'corral_collector_requests_total{{outcome="all"}} {counts["requests"]}',

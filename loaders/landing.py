@@ -1,7 +1,8 @@
 """Landing segments: append-only NDJSON files the collector makes durable before it answers.
 
-A writer appends to `landing/<source>/<stamp>-<pid>-<seq>.ndjson.open` (rejected messages to
-`landing/_rejected/<source>/...`), holding an exclusive flock on each open file. Appends from
+A writer appends to `landing/<source>/<stamp>-<pid>-<seq>.ndjson.open` (rejected messages, and
+messages a tracking plan blocked, to `landing/_rejected/<source>/...`; tracking-plan violations to
+`landing/_violations/<source>/...`), holding an exclusive flock on each open file. Appends from
 concurrent requests are group-committed: one write and one fsync per file per round, and every
 request in the round is acknowledged only after that fsync. A segment is sealed (renamed without
 `.open`, directory fsync'd) when it reaches `max_bytes` or `max_age_seconds`, or when the writer
@@ -20,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger("corral.landing")
@@ -28,6 +29,7 @@ log = logging.getLogger("corral.landing")
 OPEN_SUFFIX = ".open"
 CREATING_SUFFIX = ".creating"
 REJECTED_DIR = "_rejected"
+VIOLATIONS_DIR = "_violations"
 
 
 def fsync_dir(path: Path) -> None:
@@ -80,7 +82,9 @@ class LandingWriter:
         self._sequence = 0
         self._stopping = False
 
-    def directory(self, source: str, rejected: bool = False) -> Path:
+    def directory(self, source: str, rejected: bool = False, violations: bool = False) -> Path:
+        if violations:
+            return self.landing / VIOLATIONS_DIR / source
         return self.landing / REJECTED_DIR / source if rejected else self.landing / source
 
     async def start(self) -> None:
@@ -94,12 +98,19 @@ class LandingWriter:
     async def append(self, directory: Path, data: bytes) -> None:
         """Append `data` (whole NDJSON lines) to the open segment of `directory`; returns once
         it is on disk."""
+        await self.append_all([(directory, data)])
+
+    async def append_all(self, parts: list[tuple[Path, bytes]]) -> None:
+        """Append each `(directory, data)` in the same round (one wait for all of a request's
+        files); returns once every part is on disk."""
         if self._wake is None or self._stopping:
             raise RuntimeError("landing writer is not running")
-        if not data:
+        parts = [(directory, data) for directory, data in parts if data]
+        if not parts:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._round.chunks.setdefault(directory, []).append(data)
+        for directory, data in parts:
+            self._round.chunks.setdefault(directory, []).append(data)
         self._round.waiters.append(waiter)
         self._wake.set()
         await waiter
@@ -158,7 +169,7 @@ class LandingWriter:
     def _open(self, directory: Path) -> _Segment:
         directory.mkdir(parents=True, exist_ok=True)
         self._sequence += 1
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         path = directory / f"{stamp}-{os.getpid()}-{self._sequence:06d}.ndjson{OPEN_SUFFIX}"
         # Created under a temporary name and locked before it is visible as `.open`, so
         # recovery in another process can never take a live segment for an orphan.
@@ -230,3 +241,26 @@ def _complete_prefix(fd: int, size: int) -> int:
             return start + newline + 1
         position = start
     return 0
+
+
+def write_segment(directory: Path, data: bytes, prefix: str) -> Path:
+    """Write `data` (whole NDJSON lines) as one sealed segment of `directory`, outside any
+    collector (e.g. `corral replay-rejected`): created and locked like a writer's, so a
+    collector starting meanwhile never takes it for an orphan; durable when this returns."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = directory / f"{prefix}-{stamp}-{os.getpid()}-{time.monotonic_ns()}.ndjson{OPEN_SUFFIX}"
+    creating = path.with_name(path.name + CREATING_SUFFIX)
+    fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(creating, path)
+    segment = _Segment(path, fd, time.monotonic())
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    segment.size = len(data)
+    sealed = segment.seal()
+    if sealed is None:
+        raise ValueError("write_segment: no data")
+    return sealed

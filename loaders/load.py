@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from loaders.load_protocols import SideFileResult, describe_side, load_protocol_files
 from loaders.warehouse import MESSAGE_FIELDS, Field
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -52,6 +53,7 @@ class FileResult:
 class LoadResult:
     files: list[FileResult] = field(default_factory=list)
     committed: bool = True
+    side_files: list[SideFileResult] = field(default_factory=list)  # tracking-plan violations and rejected messages
 
     @property
     def rows_loaded(self) -> int:
@@ -137,10 +139,14 @@ def load_files(
 
 def load_landing(con: duckdb.DuckDBPyConnection, landing: Path, skip_invalid: bool = False) -> LoadResult:
     """Load every sealed landing segment not loaded before (by content). Files in
-    `landing/<source>/` carry that source id; files directly in `landing/` carry `default`."""
+    `landing/<source>/` carry that source id; files directly in `landing/` carry `default`.
+    Then the collector's side files: tracking-plan violations into `raw.violations` and
+    rejected messages into `raw.rejected_events` (loaders/load_protocols.py)."""
     segments = sealed_segments(landing)
     sources = {p.resolve(): (p.parent.name if p.parent != landing else "default") for p in segments}
-    return load_files(con, segments, skip_invalid=skip_invalid, sources=sources)
+    result = load_files(con, segments, skip_invalid=skip_invalid, sources=sources)
+    result.side_files = load_protocol_files(con, landing)
+    return result
 
 
 def _load_one(con: duckdb.DuckDBPyConnection, fr: FileResult, source_id: str, skip_invalid: bool) -> None:
@@ -327,3 +333,4 @@ def describe(result: LoadResult) -> Iterable[str]:
             notes = [f"skipped {fr.duplicates:,} already-loaded message id(s)"] if fr.duplicates else []
             notes += [f"kept {len(fr.errors):,} invalid in raw.load_errors"] if fr.errors else []
             yield f"loaded {fr.rows_loaded:,} rows from {fr.path}" + (f" ({'; '.join(notes)})" if notes else "")
+    yield from describe_side(result.side_files)

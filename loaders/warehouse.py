@@ -73,6 +73,61 @@ create table if not exists raw.load_errors (
     raw varchar,
     loaded_at timestamp not null
 );
+-- Tracking plans (loaders/protocols.py): what the collector kept aside, loaded from landing/_violations/
+-- and landing/_rejected/ (loaders/load_protocols.py); each file once, recorded in raw.protocol_files.
+create table if not exists raw.violations (
+    message_id varchar not null,
+    source_id varchar not null,
+    message_type varchar,
+    event varchar,
+    property_path varchar not null,
+    rule varchar not null,
+    expected varchar,
+    received_type varchar,
+    description varchar,
+    action varchar not null,
+    plan_version varchar,
+    plan_file varchar,
+    received_at timestamp not null,
+    loaded_at timestamp not null,
+    landing_file varchar not null,
+    landing_line bigint not null
+);
+create table if not exists raw.rejected_events (
+    rejected_id varchar not null,
+    message_id varchar,
+    source_id varchar not null,
+    rejection varchar not null,
+    reason varchar not null,
+    message_type varchar,
+    event varchar,
+    plan_version varchar,
+    violations json,
+    message json,
+    received_at timestamp,
+    loaded_at timestamp not null,
+    landing_file varchar not null,
+    landing_line bigint not null
+);
+create table if not exists raw.replayed_events (
+    rejected_id varchar not null,
+    message_id varchar,
+    source_id varchar not null,
+    outcome varchar not null,
+    plan_version varchar,
+    landing_file varchar,
+    replayed_at timestamp not null
+);
+create table if not exists raw.protocol_files (
+    file_sha256 varchar primary key,
+    path varchar not null,
+    kind varchar not null,
+    source_id varchar not null,
+    rows_loaded bigint not null,
+    rows_duplicate bigint not null,
+    rows_invalid bigint not null,
+    loaded_at timestamp not null
+);
 """
 
 
