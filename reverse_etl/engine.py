@@ -7,9 +7,10 @@ batch's answers, and record the run.
   batch size (never all rows in Python), sent by up to `max_concurrency` workers paced by a
   token bucket at the destination's declared rate; 429s, 5xx and timeouts back off
   exponentially with jitter, honouring Retry-After, until the sync's deadline.
-- Commit: each batch's per-record answers are written as soon as it returns, so a crash
-  loses at most the batches in flight, which the next run sends again; a confirmed record is
-  never sent again for the same version. Failures are retried on later runs, up to
+- Commit: each batch's per-record answers are appended to the row log as soon as it returns
+  (grouped, about once a second), so a crash loses at most the batches in flight, which the
+  next run sends again; a confirmed record is never sent again for the same version. The log
+  is folded into the sync's state when the run ends (or when the next one starts). Failures are retried on later runs, up to
   `max_attempts` runs, then reported as rejected.
 
 The engine knows nothing of any vendor.
@@ -86,6 +87,7 @@ def prepare_connection(con: duckdb.DuckDBPyConnection, memory_limit: str = "200M
     """Set up a connection for syncing: the state tables exist, and DuckDB's working memory is
     capped (plans of millions of rows spill to disk rather than grow the process)."""
     con.execute(f"set memory_limit = '{memory_limit}'")
+    con.execute("set preserve_insertion_order = false")  # plans are read in key order anyway; spares memory
     con.execute(state.DDL)
 
 
@@ -121,6 +123,7 @@ def run_sync(
     result = SyncRunResult(sync=sync.name, run_id=uuid.uuid4().hex, dry_run=dry_run, full=full)
     clock = time.monotonic()
     started = datetime.now(timezone.utc).replace(tzinfo=None)
+    state.fold(con, sync)  # answers of a run that stopped before folding them (a crash) count first
     _start_run(con, result, started)
     try:
         state.build_plan(con, sync, full)
@@ -142,8 +145,11 @@ def run_sync(
         result.errors.insert(0, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        result.duration_seconds = time.monotonic() - clock
-        _finish_run(con, result)
+        try:
+            state.fold(con, sync)
+        finally:
+            result.duration_seconds = time.monotonic() - clock
+            _finish_run(con, result)
     return result
 
 
@@ -360,7 +366,8 @@ class _Committer:
 def _start_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:
     con.execute(
         "insert into corral_sync.runs (run_id, sync_name, started_at, status, dry_run, full_resync, planned, added, changed,"
-        " removed, unchanged, sent, succeeded, failed, rejected, skipped) values (?, ?, ?, 'running', ?, ?, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+        " removed, unchanged, sent, succeeded, failed, rejected, skipped, state_folded)"
+        " values (?, ?, ?, 'running', ?, ?, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, false)",
         [result.run_id, result.sync, started, result.dry_run, result.full],
     )
 

@@ -6,12 +6,19 @@ diffs a mart against it. Nothing here pulls rows into Python: plans and commits 
   the version that failed (`attempted_hash`, '' for a removal), in how many runs (`attempts`),
   the destination's message, and `status` synced / failed / rejected (failed `max_attempts`
   runs in a row: not retried until the row changes).
-- `runs`: one row per run with its counts; `row_log`: one row per record sent, with the payload
-  and the destination's answer.
+- `runs`: one row per run with its counts; `row_log`: one row per record sent, with the payload,
+  the version sent (`row_hash`), the destination's answer and the attempts so far.
 - `plan__<sync>`: the last plan of a sync: one row per key with its change and operation.
+
+The row log is the journal: while a run sends, each commit only appends the answers to it
+(cheap whatever the size of the state), and `fold` writes a run's answers into `records` when
+it ends, and before the next run plans, so a run that crashed mid-way is folded then.
+`runs.state_folded` says which runs' answers are in `records`.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import duckdb
 import pyarrow as pa
@@ -31,8 +38,7 @@ create table if not exists corral_sync.records (
     attempts integer not null,
     last_error varchar,
     synced_at timestamp,
-    updated_at timestamp not null,
-    primary key (sync_name, record_key)
+    updated_at timestamp not null
 );
 create table if not exists corral_sync.runs (
     run_id varchar primary key,
@@ -66,6 +72,9 @@ create table if not exists corral_sync.row_log (
     payload json,
     logged_at timestamp not null
 );
+alter table corral_sync.row_log add column if not exists row_hash varchar;
+alter table corral_sync.row_log add column if not exists attempts integer;
+alter table corral_sync.runs add column if not exists state_folded boolean default true;
 """
 
 # What each mode does with each change. 'baseline': remember the row as delivered without
@@ -183,15 +192,16 @@ def apply_silent(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
     plan = plan_table(sync)
     con.execute("begin transaction")
     con.execute(
-        f"""
-        insert or replace into corral_sync.records
-        select $sync, plan.record_key, plan.row_hash, null, plan.destination_id, 'synced', 0, null, now()::timestamp, now()::timestamp
-        from {plan} as plan where plan.operation = 'baseline'
-        """,
+        f"delete from corral_sync.records where sync_name = $sync and record_key in"
+        f" (select record_key from {plan} where operation in ('baseline', 'forget'))",
         {"sync": sync.name},
     )
     con.execute(
-        f"delete from corral_sync.records where sync_name = $sync and record_key in (select record_key from {plan} where operation = 'forget')",
+        f"""
+        insert into corral_sync.records
+        select $sync, plan.record_key, plan.row_hash, null, plan.destination_id, 'synced', 0, null, now()::timestamp, now()::timestamp
+        from {plan} as plan where plan.operation = 'baseline'
+        """,
         {"sync": sync.name},
     )
     con.execute("commit")
@@ -201,76 +211,98 @@ BOOKKEEPING = ("record_key", "row_hash", "attempts", "attempted_hash", "confirme
 
 
 def commit_answers(con: duckdb.DuckDBPyConnection, sync: SyncSpec, run_id: str, answers: pa.Table, max_attempts: int) -> dict[str, int]:
-    """Record the destination's answers for one or more batches in one transaction. `answers`
-    holds, per record, the plan's bookkeeping (BOOKKEEPING: the version sent and the state it
-    had when planned), `operation`, `ok`, `error`, the `destination_id` it answered, and the
-    fields sent. Confirmed records take their new version (removals leave the state);
-    failures count an attempt and become rejected after `max_attempts` runs in a row. Every
-    record goes to row_log with its payload. No join with the plan or the state: a commit
-    costs the same however large they are. Returns counts of succeeded, failed, rejected."""
+    """Append the destination's answers for one or more batches to the row log, in one
+    statement. `answers` holds, per record, the plan's bookkeeping (BOOKKEEPING: the version
+    sent and the state it had when planned), `operation`, `ok`, `error`, the
+    `destination_id` it answered, and the fields sent. A failure counts an attempt (the
+    attempts of the same version before, plus one) and is rejected at `max_attempts`. No join
+    with the plan or the state and no keyed write: a commit costs the same however large they
+    are; `fold` moves the answers into `records`. Returns counts of succeeded, failed, rejected."""
     payload = ", ".join(f"{quote(t)} := {quote(t)}" for t in sync.mapping.values())
     con.register("answers", answers)
     try:
-        con.execute("begin transaction")
-        con.execute(
+        statuses = con.execute(
             f"""
-            create or replace temp table answered as
-            select
-                record_key, operation, ok, error, row_hash, confirmed_hash,
-                coalesce(destination_id, previous_destination_id) as destination_id,
-                case when ok then 0
-                     else (case when attempted_hash = coalesce(row_hash, '') then attempts else 0 end) + 1
-                end as attempts,
-                to_json(struct_pack({payload})) as payload
-            from answers
-            """
-        )
-        con.execute(
-            f"""
-            insert or replace into corral_sync.records
-            select
-                $sync, record_key,
-                case when ok then row_hash else confirmed_hash end,
-                case when ok then null else coalesce(row_hash, '') end,
-                destination_id,
-                case when ok then 'synced' when attempts >= $cap then 'rejected' else 'failed' end,
-                attempts,
-                case when ok then null else error end,
-                case when ok then now()::timestamp end,
-                now()::timestamp
-            from answered
-            where not (ok and operation in {REMOVALS})
-            """,
-            {"sync": sync.name, "cap": max_attempts},
-        )
-        con.execute(
-            f"delete from corral_sync.records where sync_name = $sync and record_key in"
-            f" (select record_key from answered where ok and operation in {REMOVALS})",
-            {"sync": sync.name},
-        )
-        con.execute(
-            """
             insert into corral_sync.row_log
-            select $run, $sync, record_key, operation,
-                case when ok then 'succeeded' when attempts >= $cap then 'rejected' else 'failed' end,
-                error, destination_id, payload, now()::timestamp
-            from answered
+                (run_id, sync_name, record_key, operation, status, error, destination_id, payload, logged_at, row_hash, attempts)
+            select
+                $run, $sync, record_key, operation,
+                case when ok then 'succeeded' when tries >= $cap then 'rejected' else 'failed' end,
+                error, coalesce(destination_id, previous_destination_id), to_json(struct_pack({payload})), now()::timestamp,
+                row_hash, tries
+            from (
+                select *, case when ok then 0
+                               else (case when attempted_hash = coalesce(row_hash, '') then attempts else 0 end) + 1 end as tries
+                from answers
+            )
+            returning status
             """,
             {"sync": sync.name, "run": run_id, "cap": max_attempts},
+        ).fetchall()
+    finally:
+        con.unregister("answers")
+    counts = Counter(status for (status,) in statuses)
+    return {"succeeded": counts["succeeded"], "failed": counts["failed"], "rejected": counts["rejected"]}
+
+
+def fold(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> int:
+    """Write the answers of the sync's runs not yet folded into `records`, in one transaction
+    (the last answer per record wins): confirmed records take the version sent (confirmed
+    removals leave), failed ones keep their confirmed version and count the attempt. Returns
+    how many records it wrote."""
+    runs = [run for (run,) in con.execute(
+        "select run_id from corral_sync.runs where sync_name = $sync and not coalesce(state_folded, true)", {"sync": sync.name}
+    ).fetchall()]
+    if not runs:
+        return 0
+    con.execute("begin transaction")
+    try:
+        con.execute(
+            """
+            create or replace temp table folding as
+            select record_key, operation, status, error, destination_id, row_hash, attempts, logged_at
+            from corral_sync.row_log
+            where sync_name = $sync and run_id in (select unnest($runs::varchar[]))
+            qualify row_number() over (partition by record_key order by logged_at desc) = 1
+            """,
+            {"sync": sync.name, "runs": runs},
         )
-        counts = con.execute(
-            "select count(*) filter (where ok), count(*) filter (where not ok and attempts < $cap),"
-            " count(*) filter (where not ok and attempts >= $cap) from answered",
-            {"cap": max_attempts},
+        con.execute(
+            f"""
+            create or replace temp table folded as
+            select
+                f.record_key,
+                case when f.status = 'succeeded' then f.row_hash else r.confirmed_hash end as confirmed_hash,
+                case when f.status = 'succeeded' then null else coalesce(f.row_hash, '') end as attempted_hash,
+                f.destination_id,
+                case when f.status = 'succeeded' then 'synced' else f.status end as status,
+                f.attempts,
+                case when f.status <> 'succeeded' then f.error end as last_error,
+                case when f.status = 'succeeded' then f.logged_at else r.synced_at end as synced_at,
+                f.status = 'succeeded' and f.operation in {REMOVALS} as gone
+            from folding as f
+            left join corral_sync.records as r on r.sync_name = $sync and r.record_key = f.record_key
+            """,
+            {"sync": sync.name},
+        )
+        con.execute("delete from corral_sync.records where sync_name = $sync and record_key in (select record_key from folding)",
+                    {"sync": sync.name})
+        written = con.execute(
+            """
+            insert into corral_sync.records
+            select $sync, record_key, confirmed_hash, attempted_hash, destination_id, status, attempts, last_error, synced_at,
+                now()::timestamp
+            from folded where not gone
+            """,
+            {"sync": sync.name},
         ).fetchone()
+        con.execute("update corral_sync.runs set state_folded = true where run_id in (select unnest($runs::varchar[]))", {"runs": runs})
+        con.execute("drop table folding; drop table folded")
         con.execute("commit")
     except Exception:
         con.execute("rollback")
         raise
-    finally:
-        con.unregister("answers")
-    assert counts is not None
-    return {"succeeded": counts[0], "failed": counts[1], "rejected": counts[2]}
+    return written[0] if written else 0
 
 
 def commit_snapshot(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:

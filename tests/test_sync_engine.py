@@ -269,7 +269,9 @@ def test_a_sync_killed_mid_run_resumes_without_resending_confirmed_records(tmp_p
     process.wait()
     hook.handle = original  # type: ignore[method-assign]
     with duckdb.connect(str(path)) as con:
-        confirmed = {k for (k,) in con.execute("select record_key from corral_sync.records where status = 'synced'").fetchall()}
+        # the killed run never folded its answers into `records`: what it committed is in the row log
+        assert con.execute("select count(*) from corral_sync.records").fetchone() == (0,)
+        confirmed = {k for (k,) in con.execute("select record_key from corral_sync.row_log where status = 'succeeded'").fetchall()}
         assert 0 < len(confirmed) < 2000, "the kill must land mid-sync"
         hook.deliveries.clear()
         with httpx.Client(timeout=5) as client:
@@ -279,6 +281,8 @@ def test_a_sync_killed_mid_run_resumes_without_resending_confirmed_records(tmp_p
         assert not resent & confirmed, "a confirmed record was sent again"
         assert resent | confirmed == {str(i) for i in range(1, 2001)}
         assert hook.records == mart(con)
+        synced = con.execute("select count(*), count(distinct record_key) from corral_sync.records where status = 'synced'").fetchone()
+        assert synced == (2000, 2000), "both runs' answers are folded into one state row per record"
 
 
 def test_a_slow_destination_holds_up_only_its_own_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,3 +307,35 @@ def test_a_slow_destination_holds_up_only_its_own_sync(tmp_path: Path, monkeypat
     assert all(isinstance(r, SyncRunResult) and r.status == "success" for r in results.values())
     assert results["fast_hook"].duration_seconds < 1.0 <= results["slow_hook"].duration_seconds
     assert len(slow.records) == len(fast.records) == 1000
+
+
+OLD_STATE_DDL = """
+create schema corral_sync;
+create table corral_sync.records (sync_name varchar not null, record_key varchar not null, confirmed_hash varchar,
+    attempted_hash varchar, destination_id varchar, status varchar not null, attempts integer not null, last_error varchar,
+    synced_at timestamp, updated_at timestamp not null, primary key (sync_name, record_key));
+create table corral_sync.runs (run_id varchar primary key, sync_name varchar not null, started_at timestamp not null,
+    finished_at timestamp, status varchar not null, dry_run boolean not null, full_resync boolean not null, planned bigint not null,
+    added bigint not null, changed bigint not null, removed bigint not null, unchanged bigint not null, sent bigint not null,
+    succeeded bigint not null, failed bigint not null, rejected bigint not null, skipped bigint not null, duration_seconds double,
+    error varchar);
+create table corral_sync.row_log (run_id varchar not null, sync_name varchar not null, record_key varchar not null,
+    operation varchar not null, status varchar not null, error varchar, destination_id varchar, payload json, logged_at timestamp not null);
+"""
+
+
+def test_state_written_by_the_previous_engine_keeps_working(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client) -> None:
+    """Warehouses synced before the row log became the journal (state keyed by a primary key,
+    no row_hash / attempts / state_folded columns) carry on: what they confirmed is not resent."""
+    con.execute(OLD_STATE_DDL)
+    con.execute("insert into corral_sync.runs values ('old', 'buyers_hook', now()::timestamp, now()::timestamp, 'success', false, false,"
+                " 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0.1, null)")
+    con.execute("insert into corral_sync.records select 'buyers_hook', '1', md5(cast(to_json(struct_pack(id := id, email := email,"
+                " spend := spend)) as varchar)), null, 'hook-1', 'synced', 0, null, now()::timestamp, now()::timestamp from buyers where id = 1")
+    first = sync(con, hook, client, spec("upsert"))
+    assert (first.status, first.changes.get("unchanged"), first.succeeded) == ("success", 1, 999)
+    con.execute("update buyers set spend = spend + 1 where id in (1, 2)")
+    second = sync(con, hook, client, spec("upsert"))
+    assert (second.status, second.planned, second.succeeded) == ("success", 2, 2)
+    assert con.execute("select count(*), count(distinct record_key) from corral_sync.records").fetchone() == (1000, 1000)
+    assert hook.records == mart(con)
