@@ -126,7 +126,7 @@ class BrazeDestination(Destination):
     name: ClassVar[str] = "braze"
     capabilities: ClassVar[Capabilities] = Capabilities(
         modes=frozenset({"upsert", "mirror", "add_remove"}), batch_size=MAX_OBJECTS, max_concurrency=8,
-        requests_per_second=(DEFAULT_LIMIT - MAX_BURST) / (1.1 * WINDOW_SECONDS), burst=MAX_BURST,
+        requests_per_second=HEADROOM * DEFAULT_LIMIT / (1.1 * WINDOW_SECONDS), burst=MAX_BURST,
     )
 
     def check(self, sync: SyncSpec) -> None:
