@@ -144,9 +144,10 @@ def chunks(indexes: list[int]) -> list[list[int]]:
 
 
 def pacing(rate: float) -> tuple[float, float]:
-    """Token rate and burst for a limit of `rate` requests a second: no second holds more."""
+    """Token rate and burst for a limit of `rate` requests a second: a second holds at most
+    burst + rate tokens, and whole requests, so never more than the limit."""
     burst = max(1.0, min(MAX_BURST, (1 - HEADROOM) * rate))
-    return max(0.05, min(HEADROOM * rate, rate - burst)), burst
+    return max(min(HEADROOM * rate, rate - burst), rate / 2), burst
 
 
 def describe(response: httpx.Response) -> str:
@@ -187,14 +188,14 @@ class SalesforceDestination(Destination):
                 raise fail(f"settings.{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
             return value
 
-        def number(variable: str, default: float) -> float:
+        def number(variable: str, default: float, low: float) -> float:
             raw = self.env.get(variable) or str(default)
             try:
                 value = float(raw)
             except ValueError:
                 value = math.nan
-            if not math.isfinite(value) or value <= 0:
-                raise fail(f"{variable} must be a positive number, got {raw!r}")
+            if not math.isfinite(value) or value < low or value <= 0:
+                raise fail(f"{variable} must be a positive number{f', at least {low:g}' if low else ''}, got {raw!r}")
             return value
 
         for variable, what in (("SALESFORCE_ACCESS_TOKEN", "an OAuth access token of the org"),
@@ -206,7 +207,8 @@ class SalesforceDestination(Destination):
             raise fail(f"SALESFORCE_INSTANCE_URL must be the org's base URL (https://<domain>, no path), got {url!r}")
         version = self.env.get("SALESFORCE_API_VERSION") or DEFAULT_VERSION
         if not re.fullmatch(r"\d{2,3}\.0", version) or float(version) < MIN_VERSION:
-            raise fail(f"SALESFORCE_API_VERSION must be like {DEFAULT_VERSION}, at least {MIN_VERSION} (sObject Collections upsert), got {version!r}")
+            raise fail(f"SALESFORCE_API_VERSION must be like {DEFAULT_VERSION}, at least {MIN_VERSION} (sObject Collections upsert), "
+                       f"got {version!r}")
         for name, what in (("object", "the sObject API name, e.g. Contact or Customer__c"),
                            ("external_id_field", "the External ID field records are matched on, e.g. Corral_Id__c")):
             value = sync.settings.get(name)
@@ -223,11 +225,13 @@ class SalesforceDestination(Destination):
         batch_size = whole("bulk_batch_size", BULK_BATCH_SIZE, 1, MAX_BULK_BATCH_SIZE)
         threshold = whole("bulk_threshold", BULK_THRESHOLD, 0, MAX_BULK_BATCH_SIZE)
         if api == "auto" and threshold >= batch_size:
-            raise fail(f"settings.bulk_threshold ({threshold:,}) must be below bulk_batch_size ({batch_size:,}), or api auto never uses the Bulk API")
+            raise fail(f"settings.bulk_threshold ({threshold:,}) must be below bulk_batch_size ({batch_size:,}), "
+                       "or api auto never uses the Bulk API")
         if self.client is None:
             raise fail("the salesforce destination needs an HTTP client")
+        rate, poll = number("SALESFORCE_REQUESTS_PER_SECOND", DEFAULT_RATE, 1.0), number("SALESFORCE_BULK_POLL_SECONDS", DEFAULT_POLL, 0.0)
         return Config(sync.settings["object"], external, api, threshold, batch_size, url, self.env["SALESFORCE_ACCESS_TOKEN"], version,
-                      number("SALESFORCE_REQUESTS_PER_SECOND", DEFAULT_RATE), number("SALESFORCE_BULK_POLL_SECONDS", DEFAULT_POLL))
+                      rate, poll)
 
     def check(self, sync: SyncSpec) -> None:
         super().check(sync)
@@ -314,7 +318,8 @@ class SalesforceDestination(Destination):
         try:
             return response.json()
         except ValueError:
-            raise BatchRejected(f"salesforce {what}: HTTP {response.status_code} with a body that is not JSON: {response.text[:200]!r}") from None
+            raise BatchRejected(f"salesforce {what}: HTTP {response.status_code} with a body that is not JSON: "
+                                f"{response.text[:200]!r}") from None
 
     def _patiently(self, call: Callable[[], T]) -> T:
         """Retry transient failures here: used once a job's data is uploaded, so that a flaky
@@ -337,10 +342,11 @@ class SalesforceDestination(Destination):
         for i, row in enumerate(rows):
             value = None if row.get(external) is None else text_value(row[external])
             if value is None or value == NULL_CSV or not value.strip():
-                answers[i] = RecordResult(keys[i], ok=False, error=f"no value for the external id field {external}: records are matched on it")
+                answers[i] = RecordResult(keys[i], ok=False,
+                                          error=f"no value for the external id field {external}: records are matched on it")
             elif value.lower() in sent:  # external ids match case-insensitively unless the field is case-sensitive
-                answers[i] = RecordResult(keys[i], ok=False, error=f"{external} {value!r} is also on record {keys[sent[value.lower()]]} of this "
-                                          "batch; Salesforce fails every record of a request sharing an external id")
+                answers[i] = RecordResult(keys[i], ok=False, error=f"{external} {value!r} is also on record {keys[sent[value.lower()]]} "
+                                          "of this batch; Salesforce fails every record of a request sharing an external id")
             else:
                 sent[value.lower()] = i
         fields = [f for f in (rows[0] if rows else {}) if f not in ("destination_id", external)]
@@ -389,7 +395,8 @@ class SalesforceDestination(Destination):
             return {i: RecordResult(keys[i], ok=False, error=str(exc)) for i in chunk}
         if not isinstance(results, list) or len(results) != len(chunk):
             got = len(results) if isinstance(results, list) else type(results).__name__
-            return {i: RecordResult(keys[i], ok=False, error=f"salesforce {what}: answered {got} results for {len(chunk)} records") for i in chunk}
+            problem = f"salesforce {what}: answered {got} results for {len(chunk)} records"
+            return {i: RecordResult(keys[i], ok=False, error=problem) for i in chunk}
         answers = {}
         for n, (i, result) in enumerate(zip(chunk, results, strict=True)):
             result = result if isinstance(result, dict) else {}
@@ -413,8 +420,8 @@ class SalesforceDestination(Destination):
         writer.writerows(lines)
         data = out.getvalue()
         if len(data.encode()) > MAX_UPLOAD_BYTES:
-            raise BatchRejected(f"salesforce bulk {operation}: {len(data.encode()):,} bytes of CSV is over the Bulk API's 100 MB per upload; "
-                                "lower settings.bulk_batch_size")
+            raise BatchRejected(f"salesforce bulk {operation}: {len(data.encode()):,} bytes of CSV is over the Bulk API's 100 MB "
+                                "per upload; lower settings.bulk_batch_size")
         spec = {"object": self.config.object, "operation": operation, "contentType": "CSV", "columnDelimiter": "COMMA", "lineEnding": "LF"}
         if operation == "upsert":
             spec["externalIdFieldName"] = self.config.external_id_field

@@ -44,10 +44,8 @@ CONTACT_FIELDS = {"Id", "Email", "FirstName", "LastName", "Phone", "Title", "Cor
 PREFIXES = {"Contact": "003", "Lead": "00Q", "Account": "001"}
 UNAUTHORIZED = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 FORBIDDEN = [{"errorCode": "API_DISABLED_FOR_ORG", "message": "API is not enabled for this Organization or Partner"}]
-
-
-def daily_limit_exceeded() -> Scripted:
-    return Scripted(403, {"content-type": "application/json"}, json.dumps([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]))
+DAILY_LIMIT = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+ROLLED_BACK = "Record rolled back because not all records were valid and the request was using AllOrNone header"
 
 
 def concurrent_limit_exceeded() -> Scripted:
@@ -61,6 +59,10 @@ def error(status: int, code: str, message: str) -> tuple[int, Any]:
 
 def record_error(code: str, message: str, fields: list[str] | None = None) -> dict[str, Any]:
     return {"statusCode": code, "message": message, "fields": fields or []}
+
+
+def duplicate(value: Any) -> dict[str, Any]:
+    return record_error("DUPLICATE_VALUE", f"Duplicate external id specified: {value}")
 
 
 @dataclass
@@ -102,12 +104,13 @@ class FakeSalesforce:
     refused: dict[str, str] = field(default_factory=dict)  # external id value (lower case) -> message it is refused with
     denied: int = 0
     script: deque[Scripted] = field(default_factory=deque)
+    script_on: dict[str, deque[Scripted]] = field(default_factory=dict)  # by call label (see `label`), e.g. "GET jobs" (a job poll)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # record id -> {"type": object, field: value}
     deleted: set[str] = field(default_factory=set)
     jobs: dict[str, Job] = field(default_factory=dict)
     requests: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
-    calls: Counter[str] = field(default_factory=Counter)  # "METHOD route" -> count
+    calls: Counter[str] = field(default_factory=Counter)  # requests by `label`
     violations: list[str] = field(default_factory=list)
     upserted: list[str] = field(default_factory=list)  # external id values applied, in order
     largest_collection: int = 0
@@ -127,16 +130,27 @@ class FakeSalesforce:
         with self.lock:
             self.requests += 1
             self._pace()
-            if self.script:
-                s = self.script.popleft()
+            label = self.label(method, path)
+            self.calls[label] += 1
+            if self.script or self.script_on.get(label):
+                s = self.script.popleft() if self.script else self.script_on[label].popleft()
                 self.statuses[s.status] += 1
                 return s.status, s.headers, s.body, s.stall_seconds
             if self.denied or headers.get("authorization") != f"Bearer {self.token}":
                 return self._answer(*((403, FORBIDDEN) if self.denied == 403 else (401, UNAUTHORIZED)))
             if self.requests > self.daily_limit:
-                return self._answer(403, [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+                return self._answer(403, DAILY_LIMIT)
             status, answer = self._route(method, path, headers, body)
             return self._answer(status, answer)
+
+    @staticmethod
+    def label(method: str, path: str) -> str:
+        """What a request is, for counting and scripting: "PATCH collections" (upsert), "DELETE
+        collections", "POST jobs" (create), "PUT jobs/batches", "PATCH jobs" (close, abort),
+        "GET jobs" (poll), "GET jobs/successfulResults", ..."""
+        rest = urlsplit(path).path.strip("/").split("/")[3:]
+        route = "collections" if rest[:2] == ["composite", "sobjects"] else "jobs" if rest[:2] == ["jobs", "ingest"] else "other"
+        return f"{method} {route}{'/' + rest[3] if route == 'jobs' and len(rest) > 3 else ''}"
 
     def _pace(self) -> None:
         now = time.monotonic()
@@ -163,7 +177,6 @@ class FakeSalesforce:
         version, rest = int(match.group(1)), match.group(2).split("/")
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         route = ("collections" if rest[:2] == ["composite", "sobjects"] else "jobs" if rest[:2] == ["jobs", "ingest"] else "?")
-        self.calls[f"{method} {route}{'/' + rest[3] if len(rest) > 3 else ''}"] += 1
         if route == "collections" and version >= 46 and len(rest) in (2, 4):
             allowed = "DELETE" if len(rest) == 2 else "PATCH"
             if method != allowed:
@@ -190,7 +203,7 @@ class FakeSalesforce:
         self.largest_collection = max(self.largest_collection, len(records))
         if len(records) > self.max_collection:
             self.violations.append(f"collections upsert of {len(records)} records, over {self.max_collection}")
-            return error(400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {self.max_collection} records into this call")
+            return self._too_many()
         for record in records:
             if not isinstance(record, dict) or (record.get("attributes") or {}).get("type") != sobject:
                 return error(400, "INVALID_TYPE", f"Each record needs attributes with type {sobject}")
@@ -207,14 +220,16 @@ class FakeSalesforce:
         for record, value in zip(records, values, strict=True):
             fields = {k: v for k, v in record.items() if k != "attributes"}
             problem = (record_error("MISSING_ARGUMENT", f"{external} not specified", [external]) if not value
-                       else record_error("DUPLICATE_VALUE", f"Duplicate external id specified: {record[external]}", [external]) if seen[value] > 1
-                       else None)
+                       else duplicate(record[external]) if seen[value] > 1 else None)
             results.append({"success": False, "errors": [problem]} if problem else self._apply(sobject, external, fields))
         if payload.get("allOrNone") and not all(r["success"] for r in results):
-            return 200, [r if not r["success"] else {"success": False, "errors": [record_error(
-                "ALL_OR_NONE_OPERATION_ROLLED_BACK", "Record rolled back because not all records were valid and the request was using AllOrNone header")]}
-                for r in results]  # (a real rollback would undo the applied ones too; the destination never asks for it)
+            rolled_back = {"success": False, "errors": [record_error("ALL_OR_NONE_OPERATION_ROLLED_BACK", ROLLED_BACK)]}
+            return 200, [rolled_back if r["success"] else r for r in results]  # (the fake does not undo the applied ones)
         return 200, results
+
+    def _too_many(self) -> tuple[int, Any]:
+        return error(400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {self.max_collection} records "
+                     "into this call")
 
     def _apply(self, sobject: str, external: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Upsert one record by its external id; its result, or a per-record failure."""
@@ -223,7 +238,8 @@ class FakeSalesforce:
             return {"success": False, "errors": [record_error("FIELD_CUSTOM_VALIDATION_EXCEPTION", self.refused[value])]}
         existing = self.index.get((sobject, external, value))
         if existing is None and (missing := sorted(f for f in self.required.get(sobject, set()) if fields.get(f) in (None, ""))):
-            return {"success": False, "errors": [record_error("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)]}
+            return {"success": False,
+                    "errors": [record_error("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)]}
         record_id = existing or f"{PREFIXES.get(sobject, 'a00')}{self.next_id:012d}AAA"
         if existing is None:
             self.next_id += 1
@@ -251,7 +267,7 @@ class FakeSalesforce:
             return error(400, "MISSING_ARGUMENT", "ids: at least one record id is required")
         if len(ids) > self.max_collection:
             self.violations.append(f"collections delete of {len(ids)} ids, over {self.max_collection}")
-            return error(400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {self.max_collection} records into this call")
+            return self._too_many()
         return 200, [self._remove(i) for i in ids]
 
     def _remove(self, record_id: str) -> dict[str, Any]:
@@ -262,7 +278,8 @@ class FakeSalesforce:
         if record_id not in self.records:
             return {"success": False, "errors": [record_error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")]}
         record = self.records[record_id]
-        refused = next((m for f in self.external_ids.get(record["type"], set()) if (m := self.refused.get(str(record.get(f) or "").lower()))), None)
+        values = (str(record.get(f) or "").lower() for f in self.external_ids.get(record["type"], set()))
+        refused = next((self.refused[v] for v in values if v in self.refused), None)
         if refused:
             return {"success": False, "errors": [record_error("DELETE_FAILED", refused)]}
         self._index(record_id, add=False)
@@ -291,8 +308,8 @@ class FakeSalesforce:
             if job.state not in ("JobComplete", "Failed", "Aborted"):
                 self.violations.append(f"results of job {job.id} read while it is {job.state}")
                 return error(400, "INVALIDJOBSTATE", f"Job {job.id} is not complete: {job.state}")
-            prefix = {"successfulResults": ["sf__Id", "sf__Created"], "failedResults": ["sf__Id", "sf__Error"], "unprocessedrecords": []}[rest[1]]
-            rows = {"successfulResults": job.successful, "failedResults": job.failed, "unprocessedrecords": job.unprocessed}[rest[1]]
+            prefix, rows = {"successfulResults": (["sf__Id", "sf__Created"], job.successful),
+                            "failedResults": (["sf__Id", "sf__Error"], job.failed), "unprocessedrecords": ([], job.unprocessed)}[rest[1]]
             out = io.StringIO()
             writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
             writer.writerow(prefix + job.header)
@@ -313,7 +330,8 @@ class FakeSalesforce:
             return error(400, "INVALIDJOB", "InvalidJob : the fake takes CSV, COMMA, LF only")
         external = spec.get("externalIdFieldName")
         if spec["operation"] == "upsert" and external not in self.external_ids.get(spec["object"], set()):
-            return error(400, "INVALIDJOB", f"InvalidJob : Field name provided, {external} is not an External ID or indexed field for {spec['object']}")
+            return error(400, "INVALIDJOB",
+                         f"InvalidJob : Field name provided, {external} is not an External ID or indexed field for {spec['object']}")
         job = Job(f"750{self.next_id:012d}AAA", spec["object"], spec["operation"], external, fail_message=self.fail_next_job)
         self.next_id += 1
         self.fail_next_job = None
@@ -380,14 +398,15 @@ class FakeSalesforce:
         self.bulk_records += len(job.rows)
         self.batches += max(1, -(-len(job.rows) // self.internal_batch_records))
         if self.bulk_records > self.daily_bulk_records or self.batches > self.daily_batches:
-            self.violations.append(f"job {job.id}: over the daily Bulk API allocation ({self.bulk_records:,} records, {self.batches:,} batches)")
+            self.violations.append(f"job {job.id}: over the daily Bulk API allocation "
+                                   f"({self.bulk_records:,} records, {self.batches:,} batches)")
         rows = job.rows if job.fail_message is None else job.rows[:self.fail_after_rows]
         if job.operation == "upsert":
             column = job.header.index(job.external_id_field or "")
             seen = Counter(r[column].lower() for r in rows)
             for row in rows:
                 if seen[row[column].lower()] > 1:
-                    result = {"success": False, "errors": [record_error("DUPLICATE_VALUE", f"Duplicate external id specified: {row[column]}")]}
+                    result = {"success": False, "errors": [duplicate(row[column])]}
                 else:
                     values = {h: None if v == "#N/A" else v for h, v in zip(job.header, row, strict=True) if v != ""}  # empty: unchanged
                     result = self._apply(job.object, job.external_id_field or "", values) if row[column] else \
@@ -460,7 +479,7 @@ def serve(fake: FakeSalesforce) -> Iterator[FakeSalesforce]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         yield fake
