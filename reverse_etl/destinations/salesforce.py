@@ -31,15 +31,18 @@ Env: `SALESFORCE_INSTANCE_URL` (the org's My Domain URL, required: there is no s
 - `api: auto` plans batches of bulk_batch_size: a batch over bulk_threshold (a large sync) goes
   as a job, a smaller one (a small sync, the tail of a large one) as Collections requests.
 - Pacing: Salesforce has no per-second limit but a 24-hour request allocation per org and 25
-  concurrent long requests. Every request (a job makes several) takes a token from one bucket
-  per run at 90% of SALESFORCE_REQUESTS_PER_SECOND, burst at most 5, so no second holds more.
-  429 and 5xx are retried (Retry-After honoured). 403 REQUEST_LIMIT_EXCEEDED is not an
-  authorization failure: "TotalRequests" (the 24-hour allocation is used up) is retried after
-  an hour, so a sync with the default one-hour deadline stops at once with its records still
-  pending; other limits (concurrent requests) pause every request 10 s. Other 401/403 stop the
-  sync (later sends fail without a request).
+  concurrent long requests. The engine paces sends, and every request (a job makes several)
+  takes a token from one bucket per run: about 90% of SALESFORCE_REQUESTS_PER_SECOND, bursts of
+  at most 5, so that no second holds more. 4 sends at once (4 jobs, or 4 collections requests).
+  429 and 5xx are retried (Retry-After honoured, else 1 s for a 429). 403 REQUEST_LIMIT_EXCEEDED
+  is not an authorization failure: "TotalRequests" (the 24-hour allocation is used up) is
+  retried after an hour, so a sync with the default one-hour deadline stops at once with its
+  records still pending; other limits (concurrent requests) pause every request 10 s. Other
+  401/403 stop the sync (later sends fail without a request).
 - Uncertain: the exact statusCode of per-record errors; REQUEST_LIMIT_EXCEEDED message texts
-  (TotalRequests vs ConcurrentPerOrgLongTxn/ConcurrentRequests, matched loosely).
+  (TotalRequests vs ConcurrentPerOrgLongTxn/ConcurrentRequests, matched loosely); external id
+  values are sent as text (fine for Text and Email external ids; Number ones untested). Access
+  tokens expire (session timeout): a 401 INVALID_SESSION_ID stops the sync; refresh it before.
 """
 
 from __future__ import annotations
@@ -145,9 +148,10 @@ def chunks(indexes: list[int]) -> list[list[int]]:
 
 def pacing(rate: float) -> tuple[float, float]:
     """Token rate and burst for a limit of `rate` requests a second: a second holds at most
-    burst + rate tokens, and whole requests, so never more than the limit."""
-    burst = max(1.0, min(MAX_BURST, (1 - HEADROOM) * rate))
-    return max(min(HEADROOM * rate, rate - burst), rate / 2), burst
+    burst + rate tokens, kept under 95% of the limit (slack for the network's jitter), and
+    whole requests, so a limit of 1 still allows one a second."""
+    burst = max(1.0, min(MAX_BURST, 0.05 * rate))
+    return max(min(HEADROOM * rate, 0.95 * rate - burst), rate / 2), burst
 
 
 def describe(response: httpx.Response) -> str:
@@ -308,9 +312,10 @@ class SalesforceDestination(Destination):
             raise AuthorizationFailed(self.denied)
         if status == 429 or status >= 500:
             asked = retry_after_seconds(response)
-            if asked:
-                self.bucket.pause(asked)
-            raise RetryableError(message, asked if asked is not None or status != 429 else THROTTLED_PAUSE)
+            wait = asked if asked is not None or status != 429 else THROTTLED_PAUSE
+            if wait:
+                self.bucket.pause(wait)
+            raise RetryableError(message, wait)
         raise BatchRejected(message)
 
     def _json(self, method: str, path: str, what: str, payload: Any = None) -> Any:
@@ -436,9 +441,13 @@ class SalesforceDestination(Destination):
         except Exception:
             self._abort(job_id)
             raise
-        info = self._wait(job_id)
-        successful = self._patiently(lambda: self._request("GET", path + "/successfulResults", f"job {job_id} successful results").text)
-        failed = self._patiently(lambda: self._request("GET", path + "/failedResults", f"job {job_id} failed results").text)
+        try:
+            info = self._wait(job_id)
+            successful = self._patiently(lambda: self._request("GET", path + "/successfulResults", f"job {job_id} successful results").text)
+            failed = self._patiently(lambda: self._request("GET", path + "/failedResults", f"job {job_id} failed results").text)
+        except RetryableError:
+            self._abort(job_id)  # the engine sends the batch again: not two jobs on the same records at once
+            raise
         with self.lock:
             self.jobs.append({"id": job_id, "operation": operation, "state": info.get("state"), "records": len(lines),
                               "failed": info.get("numberRecordsFailed")})
