@@ -99,8 +99,9 @@ def expected(con: duckdb.DuckDBPyConnection, status: str = "subscribed") -> dict
                      "SIGNUP": row[6], "LASTSEEN": row[7], "status": status} for row in rows}
 
 
-def states(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str | None, str | None]]:
-    return {k: (s, d, e) for k, s, d, e in con.execute("select record_key, status, destination_id, last_error from corral_sync.records").fetchall()}
+def states(con: duckdb.DuckDBPyConnection, name: str = "people_mailchimp") -> dict[str, tuple[str, str | None, str | None]]:
+    rows = con.execute("select record_key, status, destination_id, last_error from corral_sync.records where sync_name = ?", [name])
+    return {k: (s, d, e) for k, s, d, e in rows.fetchall()}
 
 
 def test_first_sync_subscribes_everyone_and_an_unchanged_resync_sends_nothing(con: duckdb.DuckDBPyConnection, mailchimp: FakeMailchimp,
@@ -167,6 +168,12 @@ def test_one_entry_per_member_no_email_and_unknown_merge_tags_fail_per_record(co
     errors = {k: e for k, (s, _, e) in states(con).items() if s == "failed"}
     assert errors == {"2": "email_address 'USER1@example.com' is also on record 1 of this batch; one entry per member",
                       "3": "no email_address: Mailchimp members are keyed by it"}
+    con.execute("alter table people add column state varchar")
+    con.execute("update people set state = case id when 5 then 'unsubscribed' when 6 then 'gone' end")
+    statuses = sync(con, mailchimp, client, spec(name="people_mailchimp_status", mapping={**MAPPING, "state": "status"}))
+    assert (statuses.succeeded, statuses.failed, mailchimp.statuses) == (17, 3, {200: 2})  # a bad status fails alone, not the request
+    assert states(con, "people_mailchimp_status")["6"][2] == "status 'gone' is not one of subscribed, unsubscribed, pending, transactional"
+    assert mailchimp.records()["user5@example.com"]["status"] == "unsubscribed"  # `status` applies to existing members too
     mailchimp.merge_tags = {"FNAME", "SPEND", "SIGNUP", "LASTSEEN"}  # the audience has no CORRAL_ID merge field
     con.execute("update people set first_name = 'Again' where id = 4")
     unknown = sync(con, mailchimp, client)

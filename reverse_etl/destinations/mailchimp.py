@@ -210,6 +210,11 @@ class MailchimpDestination(Destination):
                 answers[i] = RecordResult(keys[i], ok=False, error=f"email_address {email!r} is also on record {keys[sent[email.lower()]]} "
                                                                    "of this batch; one entry per member")
                 continue
+            wrong = next((f"{f} {row[f]!r} is not one of {', '.join(STATUSES)}" for f in ("status", "status_if_new")
+                          if row.get(f) is not None and row[f] not in STATUSES), None)
+            if wrong:  # Mailchimp would refuse the whole request for it
+                answers[i] = RecordResult(keys[i], ok=False, error=wrong)
+                continue
             sent[email.lower()] = i
             emails[i] = email
             member: dict[str, Any] = {"email_address": email, "status_if_new": row.get("status_if_new") or self.status_if_new}
