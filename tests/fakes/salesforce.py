@@ -7,10 +7,12 @@ order with success / id / created / errors[{statusCode, message, fields}], every
 an external id value failing DUPLICATE_VALUE, `allOrNone` honoured) and delete by ids (200 at
 most, deleted ids ENTITY_IS_DELETED, unknown ones INVALID_CROSS_REFERENCE_KEY); Bulk API 2.0
 ingest jobs (create, one CSV upload of at most 150 MB base64-encoded, UploadComplete, polls that
-show InProgress before JobComplete, successfulResults / failedResults / unprocessedrecords CSVs,
-abort; a header naming an unknown field fails the job, as can `fail_next_job`); the org's
+show InProgress before JobComplete, successfulResults / failedResults / unprocessedrecords CSVs
+in a shuffled order, abort; a header naming an unknown field fails the job, as can
+`fail_next_job`; records and batches counted against the daily Bulk API allocation); the org's
 24-hour request allocation (403 REQUEST_LIMIT_EXCEEDED, `Sforce-Limit-Info` on every answer);
-scripted answers (5xx, 429, REQUEST_LIMIT_EXCEEDED, stalls) ahead of everything.
+scripted answers (5xx, 429, REQUEST_LIMIT_EXCEEDED, stalls) ahead of everything, for any request
+(`script`) or for one kind of call (`script_on`, e.g. job polls).
 
 Salesforce has no per-second limit: the fake answers every request but counts the requests over
 `requests_per_second` in a rolling second, and every over-limit request, in `violations`.
