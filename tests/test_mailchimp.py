@@ -239,7 +239,7 @@ def test_never_more_than_the_allowed_connections(con: duckdb.DuckDBPyConnection,
                                                  port: tuple[str, list[FakeMailchimp]]) -> None:
     con.execute("insert into people select i, 'user' || i || '@example.com', null, 0, false, date '2026-01-01', timestamp '2026-10-01'"
                 " from range(1001, 7001) t(i)")
-    mailchimp.latency_seconds = 0.2  # so that the 14 batches overlap
+    mailchimp.latency_seconds = 0.4  # so that the 14 batches overlap
     result = sync(con, mailchimp, client)
     assert (result.status, result.succeeded) == ("success", 7000)
     assert (mailchimp.peak_connections, mailchimp.throttled, mailchimp.over_limit) == (10, 0, [])
