@@ -9,8 +9,8 @@ JSON:API bodies (`application/vnd.api+json` or `application/json`).
   (after `polls_to_complete` polls) `end_status`; only a complete job applies its profiles
   (upsert by email, else external_id; null clears a standard attribute, `patch_properties.unset`
   a property) and adds them to its lists. Invalid profiles (no identifier, an email without @,
-  keys given to `refuse`) become import errors with `source.pointer` (or, with
-  `pointers=False`, only `original_payload`).
+  keys given to `refuse`) become import errors with `source.pointer` and
+  `original_payload` (or, by `attribution`, only one of them).
 - `GET .../{id}/import-errors` and `.../{id}/profiles`: pages of `page[size]` (default 20, at
   most 100) with `links.next`; `fields[profile]` honoured.
 - `POST` / `DELETE /api/lists/{id}/relationships/profiles`: at most 1,000 profile ids, 204
@@ -21,7 +21,7 @@ JSON:API bodies (`application/vnd.api+json` or `application/json`).
   answers carry RateLimit-Limit / -Remaining / -Reset.
 
 Every refused over-limit request is also a line of `violations`; scripted answers (5xx, 429,
-stalls) come first."""
+stalls) come first, or, in `script_on`, for one endpoint."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class FakeKlaviyo:
     max_list_ids: int = 1000
     polls_to_complete: int = 2
     end_status: str = "complete"  # or cancelled / failed: the job ends so, applying nothing
-    pointers: bool = True
+    attribution: str = "both"  # what import errors carry: source.pointer and original_payload, or only "pointer" or "payload"
     invalid: Callable[[dict[str, Any]], str | None] = invalid
     refuse: dict[str, str] = field(default_factory=dict)  # match key (email or external_id, lower case) -> detail
     deny_status: int = 0
@@ -100,6 +100,7 @@ class FakeKlaviyo:
     revisions_seen: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)  # "METHOD path shape" -> requests answered by the fake itself
     script: deque[Scripted] = field(default_factory=deque)
+    script_on: dict[str, deque[Scripted]] = field(default_factory=dict)  # path shape -> answers its next requests get instead
     requests: int = 0
     throttled: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
@@ -109,6 +110,7 @@ class FakeKlaviyo:
 
     def __post_init__(self) -> None:
         self.windows: dict[str, deque[float]] = {shape: deque() for shape, _, _ in ROUTES}
+        self.index: dict[tuple[str, str], str] = {}  # (email | external_id, lower-cased value) -> profile id
 
     def handle(self, method: str, target: str, headers: Any, body: bytes) -> Answer:
         with self.lock:
@@ -136,6 +138,10 @@ class FakeKlaviyo:
             if route is None or method not in route[2]:
                 return self._answer(*error(404, "not_found", "Not found.", f"No route for {method} {parts.path}."))
             shape, match, _ = route
+            if self.script_on.get(shape):
+                s = self.script_on[shape].popleft()
+                self.statuses[s.status] += 1
+                return s.status, s.headers, s.body, s.stall_seconds
             if limited := self._rate_limit(shape):
                 return limited
             self.calls[f"{method} {shape}"] += 1
@@ -249,8 +255,8 @@ class FakeKlaviyo:
             if problem:
                 job["errors"].append({"type": "import-error", "id": str(uuid.uuid4()), "attributes": {
                     "code": "invalid", "title": "Invalid input.", "detail": problem,
-                    "source": {"pointer": f"/data/attributes/profiles/data/{n}" if self.pointers else None},
-                    "original_payload": attributes}})
+                    "source": {"pointer": f"/data/attributes/profiles/data/{n}" if self.attribution != "payload" else None},
+                    "original_payload": attributes if self.attribution != "pointer" else None}})
                 job["failed_count"] += 1
                 continue
             job["ids"].append(self._upsert(item))
@@ -261,11 +267,10 @@ class FakeKlaviyo:
 
     def _upsert(self, item: dict[str, Any]) -> str:
         attributes = item["attributes"]
-        found = None
-        for kind in ("email", "external_id"):
-            if attributes.get(kind) and found is None:
-                found = next((i for i, p in self.profiles.items() if str(p.get(kind) or "").lower() == str(attributes[kind]).lower()), None)
+        found = next((self.index[(kind, str(attributes[kind]).lower())] for kind in ("email", "external_id")
+                      if attributes.get(kind) and (kind, str(attributes[kind]).lower()) in self.index), None)
         profile_id = found or "01" + uuid.uuid4().hex.upper()[:24]
+        self.index.update({(kind, str(attributes[kind]).lower()): profile_id for kind in ("email", "external_id") if attributes.get(kind)})
         held = self.profiles.setdefault(profile_id, {"properties": {}})
         for name, value in attributes.items():
             if name == "properties":
