@@ -73,6 +73,7 @@ class SyncRunResult:
     rejected: int = 0
     skipped: int = 0
     requests_retried: int = 0
+    stopped: bool = False  # the run stopped before sending everything (deadline, refused credentials)
     duration_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -139,7 +140,7 @@ def run_sync(
         else:
             state.apply_silent(con, sync)
             _send_plan(con, sync, destination, sendable, result, options, echo, clock)
-        result.status = "failed" if (result.failed or result.rejected) else "success"
+        result.status = "failed" if (result.failed or result.rejected or result.stopped) else "success"
     except Exception as exc:
         result.status = "failed"
         result.errors.insert(0, f"{type(exc).__name__}: {exc}")
@@ -241,6 +242,7 @@ def _send_plan(
                 if commits.stop:
                     _abandon(in_flight, result)
         commits.close()
+        result.stopped = commits.stop  # deadline or refused credentials: records left pending make the run a failure
         success = result.failed == 0 and result.rejected == 0 and not commits.stop
     finally:
         commits.close()
@@ -259,7 +261,7 @@ def _batches(con: duckdb.DuckDBPyConnection, sync: SyncSpec, operations: dict[st
     columns = ", ".join([*state.BOOKKEEPING[:-1], "destination_id", *(state.quote(t) for t in sync.mapping.values())])
     for operation in sorted(operations, key=SEND_ORDER.index):
         reader = con.sql(
-            f"select {columns} from {state.plan_table(sync)} where operation = $op order by record_key", params={"op": operation}
+            f"select {columns} from {state.plan_table(sync)} where operation = $op", params={"op": operation}  # unsorted: no sort to hold
         ).to_arrow_reader(size)
         try:
             for batch in reader:

