@@ -292,6 +292,13 @@ def test_a_refused_key_stops_the_sync_and_later_sends_ask_nothing(con: duckdb.Du
     assert braze.requests == before + 1  # the second send did not ask
 
 
+@pytest.fixture(scope="module")
+def idle_braze() -> Iterator[FakeBraze]:
+    """One fake for the configuration cases, which must never reach it."""
+    with serve(FakeBraze()) as fake:
+        yield fake
+
+
 @pytest.mark.parametrize(
     ("sync_spec", "environment", "message"),
     [
@@ -312,11 +319,11 @@ def test_a_refused_key_stops_the_sync_and_later_sends_ask_nothing(con: duckdb.Du
          "limit", "batch", "endpoint"],
 )
 def test_configuration_errors_fail_before_sending(sync_spec: SyncSpec, environment: dict[str, str] | None, message: str,
-                                                  con: duckdb.DuckDBPyConnection, braze: FakeBraze, client: httpx.Client) -> None:
-    variables = {} if environment == {} else env(braze, **(environment or {}))
+                                                  con: duckdb.DuckDBPyConnection, idle_braze: FakeBraze, client: httpx.Client) -> None:
+    variables = {} if environment == {} else env(idle_braze, **(environment or {}))
     with pytest.raises(SyncConfigError, match=f"^sync 'buyers_braze': .*{message}"):
         run_sync(con, sync_spec, make_destination("braze", variables, client), options=FAST)
-    assert braze.requests == 0
+    assert idle_braze.requests == 0  # nothing was asked, by this or any earlier case
 
 
 @pytest.mark.parametrize("limit", [3, 12, 300, 3000, 30000])

@@ -332,6 +332,13 @@ def test_the_gap_between_requests_to_an_endpoint_keeps_both_windows(burst: int, 
     assert destination.capabilities.requests_per_second == pytest.approx(1 / gap)
 
 
+@pytest.fixture(scope="module")
+def idle_klaviyo() -> Iterator[FakeKlaviyo]:
+    """One fake for the configuration cases, which must never reach it."""
+    with serve(FakeKlaviyo()) as fake:
+        yield fake
+
+
 @pytest.mark.parametrize(
     ("sync_spec", "environment", "message"),
     [
@@ -348,8 +355,8 @@ def test_the_gap_between_requests_to_an_endpoint_keeps_both_windows(burst: int, 
     ids=["no-key", "no-email", "identifier", "no-list", "mode", "revision", "steady", "burst", "poll"],
 )
 def test_configuration_errors_fail_before_sending(sync_spec: SyncSpec, environment: dict[str, str] | None, message: str,
-                                                  con: duckdb.DuckDBPyConnection, klaviyo: FakeKlaviyo, client: httpx.Client) -> None:
-    variables = {} if environment == {} else env(klaviyo, **(environment or {}))
+                                                  con: duckdb.DuckDBPyConnection, idle_klaviyo: FakeKlaviyo, client: httpx.Client) -> None:
+    variables = {} if environment == {} else env(idle_klaviyo, **(environment or {}))
     with pytest.raises(SyncConfigError, match=f"^sync 'buyers_klaviyo': .*{message}"):
         run_sync(con, sync_spec, make_destination("klaviyo", variables, client), options=FAST)
-    assert klaviyo.requests == 0
+    assert idle_klaviyo.requests == 0  # nothing was asked, by this or any earlier case
