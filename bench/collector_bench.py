@@ -374,7 +374,6 @@ class Landing:
     lines: int
     other: tuple[str, ...]  # files under landing/<source>/ that are not *.ndjson (unsealed?)
     rejected: int = 0  # lines in landing/_rejected/<source>/ (messages a tracking plan blocked)
-    violations: int = 0  # lines in landing/_violations/<source>/
 
 
 def count_lines(path: Path) -> int:
@@ -391,10 +390,8 @@ def landing_report(home: Path, source: str = SOURCE) -> Landing:
     sealed = [p for p in files if p.name.endswith(".ndjson")]
     others = tuple(str(p.relative_to(folder)) for p in files if not p.name.endswith(".ndjson"))
 
-    def side(kind: str) -> int:
-        return sum(count_lines(p) for p in (home / "landing" / kind / source).glob("*.ndjson"))
-
-    return Landing(len(sealed), sum(count_lines(p) for p in sealed), others, side("_rejected"), side("_violations"))
+    rejected = sum(count_lines(p) for p in (home / "landing" / "_rejected" / source).glob("*.ndjson"))
+    return Landing(len(sealed), sum(count_lines(p) for p in sealed), others, rejected)
 
 
 # --- load generator: raw asyncio HTTP/1.1 ---------------------------------------------------------
@@ -776,8 +773,7 @@ def render_plan(opts: argparse.Namespace, bodies: Sequence[bytes], pairs: list[t
         "planned but not sent; compiled once per worker with fastjsonschema, each message checked in the collector "
         "before its 200. Messages breaking it (a price sent as text, or 'Prodcut' for 'Product' in the event name) "
         f"are blocked: in the last run {planned.landing.rejected:,} messages ({blocked_share:.1%}) went to "
-        f"`landing/_rejected/`, with {planned.landing.violations:,} violation lines in `landing/_violations/`, "
-        "three files fsync'd per group commit instead of one.\n\n"
+        "`landing/_rejected/` with their violations, so most group commits fsync two files (side by side) instead of one.\n\n"
         f"Check: accepted + blocked lines landed >= events acknowledged, in every run: {'holds' if checks else '**FAILS**'}. "
         f"CPU in the last measured window: {machine}. The machine is shared with other engineers' work (tests, "
         "builds) that runs at the same time, so absolute rates move between runs; the ratio compares runs made "

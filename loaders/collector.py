@@ -3,9 +3,9 @@
 Existing SDKs work by changing only their host. Every accepted message is appended to a landing
 segment and fsync'd before the 200 goes out (loaders/landing.py); the collector never opens the
 warehouse. Invalid messages are kept, with their reason, under `landing/_rejected/`. A source
-with a tracking plan (loaders/protocols.py) has each valid message checked against it: violations
-are landed in `landing/_violations/<source>/`, and a message the plan blocks goes to
-`landing/_rejected/<source>/` with its violations (answered 200 and counted as `blocked`).
+with a tracking plan (loaders/protocols.py) has each valid message checked against it: a message
+the plan blocks goes to `landing/_rejected/<source>/` with its violations (answered 200 and
+counted as `blocked`); one it lets through carries its violations on its line (key `_corral`).
 
 Routes: POST /v1/{identify,track,page,screen,group,alias,batch} and analytics.js's /v1/{i,t,p,s,
 g,a,b}; POST /v1/webhook/{name} (loaders/webhooks.py); GET /health; GET /metrics (Prometheus).
@@ -31,7 +31,7 @@ import orjson
 from loaders.home import CorralHome
 from loaders.landing import LandingWriter
 from loaders.messages import MESSAGE_TYPES, SHORT_TYPES, RequestClock, accept
-from loaders.protocols import TrackingPlan, blocked_line, load_plans, plans_directory, violation_lines
+from loaders.protocols import RESERVED_KEY, TrackingPlan, annotate, blocked_line, load_plans, plans_directory
 from loaders.webhooks import DEFAULT_PATH, WebhookMapping, load_webhook_mappings
 
 log = logging.getLogger("corral.collector")
@@ -97,7 +97,6 @@ class Prepared:
 
     accepted: list[bytes] = field(default_factory=list)
     rejected: list[bytes] = field(default_factory=list)  # spec-invalid, and blocked by the plan
-    violations: list[bytes] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)  # spec-invalid, for the answer
     notes: list[dict[str, Any]] = field(default_factory=list)  # messages with plan violations, for the answer
     blocked: int = 0
@@ -250,7 +249,6 @@ class Collector:
         await writer.append_all([
             (writer.directory(source), b"".join(prepared.accepted)),
             (writer.directory(source, rejected=True), b"".join(prepared.rejected)),
-            (writer.directory(source, violations=True), b"".join(prepared.violations)),
         ])
         self.counters.add("accepted", len(prepared.accepted))
         rejected = len(prepared.rejected) - prepared.blocked
@@ -306,6 +304,8 @@ class Collector:
         for index, item in enumerate(items):
             if isinstance(item, dict):  # a batch's context/integrations apply to each item
                 item.pop("writeKey", None)
+                if RESERVED_KEY in item:  # only the collector writes it
+                    del item[RESERVED_KEY]
                 if isinstance(batch_context, dict):
                     own = item.get("context")
                     item["context"] = {**batch_context, **own} if isinstance(own, dict) else own or batch_context
@@ -318,14 +318,14 @@ class Collector:
                 line = orjson.dumps(item) + b"\n"
                 if len(line) > MAX_STORED_MESSAGE_BYTES:
                     raise Refused(400, "message_too_large", f"message {index} is over the {MAX_MESSAGE_BYTES // 1024} KB limit per message")
-                prepared.violations.append(violation_lines(verdict, item, source, plan, clock.received_iso))
                 prepared.omitted += verdict.omitted
                 prepared.violation_count += len(verdict.violations)
                 if verdict.blocked:
                     rejected.append(blocked_line(verdict, line, source, plan, clock.received_iso))
                     prepared.blocked += 1
                 else:
-                    accepted.append(line)
+                    annotate(item, verdict, plan)
+                    accepted.append(orjson.dumps(item) + b"\n")
                 prepared.notes.append({
                     "index": index, "messageId": item.get("messageId"), "blocked": verdict.blocked,
                     "violations": [{"path": v.path, "rule": v.rule, "action": v.action, "description": v.description}

@@ -1,8 +1,7 @@
 """Landing segments: append-only NDJSON files the collector makes durable before it answers.
 
 A writer appends to `landing/<source>/<stamp>-<pid>-<seq>.ndjson.open` (rejected messages, and
-messages a tracking plan blocked, to `landing/_rejected/<source>/...`; tracking-plan violations to
-`landing/_violations/<source>/...`), holding an exclusive flock on each open file. Appends from
+messages a tracking plan blocked, to `landing/_rejected/<source>/...`), holding an exclusive flock on each open file. Appends from
 concurrent requests are group-committed: one write and one fsync per file per round (the files of
 a round are fsync'd side by side, so a round costs about one fsync however many files it
 touched), and every request in the round is acknowledged only after those fsyncs. A segment is sealed (renamed without
@@ -31,7 +30,6 @@ log = logging.getLogger("corral.landing")
 OPEN_SUFFIX = ".open"
 CREATING_SUFFIX = ".creating"
 REJECTED_DIR = "_rejected"
-VIOLATIONS_DIR = "_violations"
 
 
 def fsync_dir(path: Path) -> None:
@@ -85,9 +83,7 @@ class LandingWriter:
         self._stopping = False
         self._fsyncs: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def directory(self, source: str, rejected: bool = False, violations: bool = False) -> Path:
-        if violations:
-            return self.landing / VIOLATIONS_DIR / source
+    def directory(self, source: str, rejected: bool = False) -> Path:
         return self.landing / REJECTED_DIR / source if rejected else self.landing / source
 
     async def start(self) -> None:

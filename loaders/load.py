@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from loaders.load_protocols import SideFileResult, describe_side, load_protocol_files
+from loaders.load_protocols import SideFileResult, describe_side, load_event_violations, load_protocol_files
 from loaders.warehouse import MESSAGE_FIELDS, Field
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -45,6 +45,7 @@ class FileResult:
     sha256: str
     rows_loaded: int = 0
     duplicates: int = 0
+    violations: int = 0  # tracking-plan violations carried by the loaded messages, into raw.violations
     errors: list[LineError] = field(default_factory=list)
     already_loaded_as: str | None = None
 
@@ -180,6 +181,7 @@ def _load_one(con: duckdb.DuckDBPyConnection, fr: FileResult, source_id: str, sk
         [source_id, str(fr.path)],
     ).fetchone()[0]
     fr.duplicates = con.execute("select count(*) from _checked where error is null").fetchone()[0] - fr.rows_loaded
+    fr.violations = load_event_violations(con, "_checked", str(fr.path), source_id)  # tracking plans: on the loaded lines
     con.execute(
         """
         insert into raw.load_errors (file_sha256, path, line, reason, raw, loaded_at)
@@ -332,5 +334,6 @@ def describe(result: LoadResult) -> Iterable[str]:
         else:
             notes = [f"skipped {fr.duplicates:,} already-loaded message id(s)"] if fr.duplicates else []
             notes += [f"kept {len(fr.errors):,} invalid in raw.load_errors"] if fr.errors else []
+            notes += [f"{fr.violations:,} tracking-plan violations into raw.violations"] if fr.violations else []
             yield f"loaded {fr.rows_loaded:,} rows from {fr.path}" + (f" ({'; '.join(notes)})" if notes else "")
     yield from describe_side(result.side_files)

@@ -29,8 +29,9 @@ Modes: `allow` accepts every message and records its violations; `block` keeps a
 violates the plan out of `raw.events` (it is landed in `landing/_rejected/<source>/` with its
 violations, for `corral replay-rejected`); `omit_properties` drops each top-level property (or
 trait) holding a violation and keeps the message (a missing required property cannot be
-dropped: that violation is recorded, the message kept). Every violation is also landed in
-`landing/_violations/<source>/`, loaded into `raw.violations`.
+dropped: that violation is recorded, the message kept). A kept message carries its violations
+on its landed line under the reserved key `_corral` (never a column of `raw.events`); the loader
+moves them, and those of blocked messages, into `raw.violations`.
 
 Plans are read and checked when the collector starts (unknown keys, JSON Schema keywords and
 their values, `$ref`s outside the file, a `required` property that `additionalProperties: false`
@@ -391,7 +392,29 @@ class TrackingPlan:
     def check(self, message: dict[str, Any]) -> Verdict | None:
         """Check one valid Segment-spec message (type already lower-cased); None when it keeps
         to the plan. With violations, applies the mode: omit_properties removes the offending
-        properties or traits from `message` (in place)."""
+        properties or traits from `message` (in place). The common case, a message that passes,
+        costs the compiled checks and nothing else."""
+        kind = message["type"]
+        try:
+            if kind == "track":
+                event = message.get("event")
+                checker = self.events.get(event if event.__class__ is str else str(event), _UNPLANNED)
+                if checker is _UNPLANNED:
+                    return self._verdict(message)
+                if checker is not None:
+                    properties = message.get("properties")
+                    checker.fast(_EMPTY if properties is None else properties)
+            elif kind in self.sections:
+                *_, value = _section(message, kind)
+                self.sections[kind].fast(_EMPTY if value is None else value)
+            if self.common is not None:
+                self.common.fast(message)
+        except fastjsonschema.JsonSchemaValueException:
+            return self._verdict(message)
+        return None
+
+    def _verdict(self, message: dict[str, Any]) -> Verdict | None:
+        """Every violation of a message that failed a check, and what the mode does with them."""
         kind = message["type"]
         violations: list[Violation] = []
         unplanned = False
@@ -408,12 +431,7 @@ class TrackingPlan:
                 if checker is not None:
                     violations += self._run(checker, message, "properties")
         elif kind in self.sections:
-            key = SECTIONS[kind]
-            where: tuple[str, ...] = (key,)
-            if key == "traits" and message.get("traits") is None:
-                context = message.get("context")
-                if isinstance(context, dict) and context.get("traits") is not None:
-                    where = ("context", "traits")  # RudderStack's SDKs send identify traits here
+            where, _ = _section(message, kind)
             violations += self._run(self.sections[kind], message, *where)
         if self.common is not None:
             try:
@@ -477,6 +495,22 @@ class TrackingPlan:
         sections = ", ".join(sorted(self.sections) + (["common"] if self.common else []))
         return (f"{', '.join(self.sources)}: {self.mode}, unplanned events {self.unplanned_events}, "
                 f"{len(self.events)} event(s){f', {sections}' if sections else ''} ({self.path.name}, version {self.version})")
+
+
+_UNPLANNED: Any = object()
+
+
+def _section(message: dict[str, Any], kind: str) -> tuple[tuple[str, ...], Any]:
+    """Where an identify / group / page / screen message keeps what its plan section checks, and
+    the value there: `traits` (RudderStack's SDKs send identify traits in `context.traits`) or
+    `properties`."""
+    key = SECTIONS[kind]
+    value = message.get(key)
+    if key == "traits" and value is None:
+        context = message.get("context")
+        if isinstance(context, dict) and context.get("traits") is not None:
+            return ("context", "traits"), context["traits"]
+    return (key,), value
 
 
 def _with_action(violation: Violation, action: str) -> Violation:
@@ -619,17 +653,15 @@ def load_plans(directory: Path, known_sources: Iterable[str] | None = None) -> d
     return plans
 
 
-def violation_lines(
-    verdict: Verdict, message: dict[str, Any], source: str, plan: TrackingPlan, received_at: str | None = None
-) -> bytes:
-    """The NDJSON lines of `landing/_violations/<source>/`: one per violation."""
-    event = message.get("event") if message.get("type") == "track" else None
-    head = {
-        "messageId": message.get("messageId"), "sourceId": source, "type": message.get("type"),
-        "event": None if event is None else str(event), "planVersion": plan.version, "planFile": plan.path.name,
-        "receivedAt": received_at or message.get("receivedAt"),
-    }
-    return b"".join(orjson.dumps({**head, **v.record()}) + b"\n" for v in verdict.violations)
+RESERVED_KEY = "_corral"  # on a landed line: {"planVersion", "planFile", "violations": [...]}
+
+
+def annotate(message: dict[str, Any], verdict: Verdict, plan: TrackingPlan) -> None:
+    """Put the violations of a message the plan lets through on the message itself (under
+    `_corral`), so they land with it, in the same file and the same fsync, and are loaded
+    exactly when it is."""
+    message[RESERVED_KEY] = {"planVersion": plan.version, "planFile": plan.path.name,
+                             "violations": [v.record() for v in verdict.violations]}
 
 
 def blocked_line(verdict: Verdict, message_line: bytes, source: str, plan: TrackingPlan, received_at: str) -> bytes:

@@ -7,9 +7,9 @@ plans; those that now pass land in `raw.events`, exactly once.
    plan was fixed) is marked `already_loaded`; later copies of one message id are `duplicate`.
 3. Each pending message is checked with the same rules as the collector (messages.py, then the
    source's current plan, whose mode applies: omit_properties drops what still violates).
-4. Those that pass are written, as they were received (same messageId, receivedAt), to a sealed
-   segment `landing/<source>/replay-*.ndjson` (their violations, if the plan allows some, to
-   `landing/_violations/<source>/`), loaded at once by the normal loader, and recorded as
+4. Those that pass are written, as they were received (same messageId, receivedAt; with the
+   violations the plan lets through, as the collector writes them), to a sealed segment
+   `landing/<source>/replay-*.ndjson`, loaded at once by the normal loader, and recorded as
    `landed` in `raw.replayed_events`. Those still blocked stay pending for a later replay.
 
 Exactly once: the loader skips a message id already in `raw.events` and a file already loaded,
@@ -29,11 +29,11 @@ import orjson
 import pyarrow as pa
 
 from loaders.home import CorralHome
-from loaders.landing import VIOLATIONS_DIR, write_segment
+from loaders.landing import write_segment
 from loaders.load import load_files
 from loaders.load_protocols import load_protocol_files
 from loaders.messages import validation_error
-from loaders.protocols import TrackingPlan, violation_lines
+from loaders.protocols import RESERVED_KEY, TrackingPlan, annotate
 
 LEDGER_SCHEMA = pa.schema([
     ("rejected_id", pa.string()), ("message_id", pa.string()), ("source_id", pa.string()),
@@ -85,7 +85,7 @@ def replay_rejected(
     ).fetchall()
     result = ReplayResult(pending=len(rows), dry_run=dry_run)
     ledger: list[dict[str, Any]] = []
-    passed: dict[str, list[tuple[str, str | None, bytes, bytes]]] = {}  # source -> (rejected id, message id, line, violation lines)
+    passed: dict[str, list[tuple[str, str | None, bytes]]] = {}  # source -> (rejected id, message id, line)
     decided: dict[str, str] = {}  # message id -> outcome of its first copy in this replay
     for rejected_id, message_id, row_source, text, already_loaded in rows:
         plan = plans.get(row_source)
@@ -102,6 +102,8 @@ def replay_rejected(
                 result.still_blocked += 1
             continue
         message = orjson.loads(text) if text else None
+        if isinstance(message, dict):
+            message.pop(RESERVED_KEY, None)
         reason = validation_error(message)
         verdict = None
         if reason is None and plan is not None:
@@ -114,21 +116,18 @@ def replay_rejected(
             result.still_blocked += 1
             result.reasons[reason] += 1
             continue
-        violations = violation_lines(verdict, message, row_source, plan) if verdict is not None and plan is not None else b""
-        passed.setdefault(row_source, []).append((rejected_id, message_id, orjson.dumps(message) + b"\n", violations))
+        if verdict is not None and plan is not None:
+            annotate(message, verdict, plan)
+        passed.setdefault(row_source, []).append((rejected_id, message_id, orjson.dumps(message) + b"\n"))
         result.landed += 1
     if dry_run:
         return result
     for row_source, items in passed.items():
         plan = plans.get(row_source)
-        path = write_segment(home.landing / row_source, b"".join(line for _, _, line, _ in items), prefix="replay")
-        violations = b"".join(v for *_, v in items)
-        if violations:
-            write_segment(home.landing / VIOLATIONS_DIR / row_source, violations, prefix="replay")
+        path = write_segment(home.landing / row_source, b"".join(line for _, _, line in items), prefix="replay")
         load_files(con, [path], sources={path.resolve(): row_source})
         result.files.append(path)
-        ledger += [_entry(rid, mid, row_source, "landed", plan.version if plan else None, str(path)) for rid, mid, _, _ in items]
-    load_protocol_files(con, home.landing)
+        ledger += [_entry(rid, mid, row_source, "landed", plan.version if plan else None, str(path)) for rid, mid, _ in items]
     if ledger:
         table = pa.Table.from_pylist(ledger, schema=LEDGER_SCHEMA)
         con.register("_replay_ledger", table)

@@ -73,8 +73,9 @@ create table if not exists raw.load_errors (
     raw varchar,
     loaded_at timestamp not null
 );
--- Tracking plans (loaders/protocols.py): what the collector kept aside, loaded from landing/_violations/
--- and landing/_rejected/ (loaders/load_protocols.py); each file once, recorded in raw.protocol_files.
+-- Tracking plans (loaders/protocols.py, loaders/load_protocols.py): violations (from the `_corral` key of
+-- loaded lines, and from rejected records), the messages kept out of raw.events (landing/_rejected/, each
+-- file once, recorded in raw.protocol_files), and the ledger of `corral replay-rejected`.
 create table if not exists raw.violations (
     message_id varchar not null,
     source_id varchar not null,
@@ -124,7 +125,7 @@ create table if not exists raw.protocol_files (
     kind varchar not null,
     source_id varchar not null,
     rows_loaded bigint not null,
-    rows_duplicate bigint not null,
+    violations_loaded bigint not null,
     rows_invalid bigint not null,
     loaded_at timestamp not null
 );

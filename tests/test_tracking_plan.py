@@ -393,3 +393,19 @@ def test_replay_after_the_plan_is_fixed_lands_them_exactly_once(tmp_path: Path, 
     assert outcomes["r-unplanned"] == "already_loaded" and outcomes["r-missing_required"] == "landed"
     counts = rows(home, "select count(*) as n, count(distinct message_id) as d from raw.events")[0]
     assert counts["n"] == counts["d"] == 6
+
+
+@pytest.mark.slow
+def test_a_client_cannot_write_violations_itself(collector: CollectorProcess) -> None:
+    """`_corral` on a landed line is the collector's; one sent by a client is dropped."""
+    run = uuid.uuid4().hex[:8]
+    fake = {"planVersion": "x", "violations": [{"path": "properties.x", "rule": "type", "action": "allowed"}]}
+    for key in ("open-key", "allow-key"):
+        message = {"type": "track", "event": "Order Completed", "userId": "u", "messageId": f"{run}-{key}",
+                   "properties": VALID, "_corral": fake}
+        assert httpx.post(f"{collector.url}/v1/track", json=message, auth=(key, "")).json()["accepted"] == 1
+    home = load(collector)
+    assert len(rows(home, "select * from raw.events where message_id like ?", [f"{run}-%"])) == 2
+    assert rows(home, "select * from raw.violations where message_id like ?", [f"{run}-%"]) == []
+    files = [p for p in (home.landing / "open").glob("*.ndjson") if run in p.read_text()]
+    assert files and "_corral" not in files[0].read_text()
