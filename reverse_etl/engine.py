@@ -84,7 +84,7 @@ class SyncRunResult:
             self.errors.append(message)
 
 
-def prepare_connection(con: duckdb.DuckDBPyConnection, memory_limit: str = "200MB") -> None:
+def prepare_connection(con: duckdb.DuckDBPyConnection, memory_limit: str = "128MB") -> None:
     """Set up a connection for syncing: the state tables exist, and DuckDB's working memory is
     capped (plans of millions of rows spill to disk rather than grow the process)."""
     con.execute(f"set memory_limit = '{memory_limit}'")

@@ -246,63 +246,57 @@ def commit_answers(con: duckdb.DuckDBPyConnection, sync: SyncSpec, run_id: str, 
 
 
 def fold(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> int:
-    """Write the answers of the sync's runs not yet folded into `records`, in one transaction
-    (the last answer per record wins): confirmed records take the version sent (confirmed
-    removals leave), failed ones keep their confirmed version and count the attempt. Returns
-    how many records it wrote."""
+    """Write the answers of the sync's runs not yet folded into `records`, run by run in the
+    order they started, each in one transaction: confirmed records take the version sent
+    (confirmed removals leave), failed ones keep their confirmed version and count the attempt.
+    A run answers each record at most once, so a run's answers replace state rows one for one.
+    Returns how many state rows it wrote."""
     runs = [run for (run,) in con.execute(
-        "select run_id from corral_sync.runs where sync_name = $sync and not coalesce(state_folded, true)", {"sync": sync.name}
+        "select run_id from corral_sync.runs where sync_name = $sync and not coalesce(state_folded, true) order by started_at",
+        {"sync": sync.name},
     ).fetchall()]
-    if not runs:
-        return 0
-    con.execute("begin transaction")
-    try:
-        con.execute(
-            """
-            create or replace temp table folding as
-            select record_key, operation, status, error, destination_id, row_hash, attempts, logged_at
-            from corral_sync.row_log
-            where sync_name = $sync and run_id in (select unnest($runs::varchar[]))
-            qualify row_number() over (partition by record_key order by logged_at desc) = 1
-            """,
-            {"sync": sync.name, "runs": runs},
-        )
-        con.execute(
-            f"""
-            create or replace temp table folded as
-            select
-                f.record_key,
-                case when f.status = 'succeeded' then f.row_hash else r.confirmed_hash end as confirmed_hash,
-                case when f.status = 'succeeded' then null else coalesce(f.row_hash, '') end as attempted_hash,
-                f.destination_id,
-                case when f.status = 'succeeded' then 'synced' else f.status end as status,
-                f.attempts,
-                case when f.status <> 'succeeded' then f.error end as last_error,
-                case when f.status = 'succeeded' then f.logged_at else r.synced_at end as synced_at,
-                f.status = 'succeeded' and f.operation in {REMOVALS} as gone
-            from folding as f
-            left join corral_sync.records as r on r.sync_name = $sync and r.record_key = f.record_key
-            """,
-            {"sync": sync.name},
-        )
-        con.execute("delete from corral_sync.records where sync_name = $sync and record_key in (select record_key from folding)",
-                    {"sync": sync.name})
-        written = con.execute(
-            """
-            insert into corral_sync.records
-            select $sync, record_key, confirmed_hash, attempted_hash, destination_id, status, attempts, last_error, synced_at,
-                now()::timestamp
-            from folded where not gone
-            """,
-            {"sync": sync.name},
-        ).fetchone()
-        con.execute("update corral_sync.runs set state_folded = true where run_id in (select unnest($runs::varchar[]))", {"runs": runs})
-        con.execute("drop table folding; drop table folded")
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
-    return written[0] if written else 0
+    written = 0
+    for run in runs:
+        con.execute("begin transaction")
+        try:
+            con.execute(
+                f"""
+                create or replace temp table folded as
+                select
+                    f.record_key,
+                    case when f.status = 'succeeded' then f.row_hash else r.confirmed_hash end as confirmed_hash,
+                    case when f.status = 'succeeded' then null else coalesce(f.row_hash, '') end as attempted_hash,
+                    f.destination_id,
+                    case when f.status = 'succeeded' then 'synced' else f.status end as status,
+                    f.attempts,
+                    case when f.status <> 'succeeded' then f.error end as last_error,
+                    case when f.status = 'succeeded' then f.logged_at else r.synced_at end as synced_at,
+                    f.status = 'succeeded' and f.operation in {REMOVALS} as gone
+                from corral_sync.row_log as f
+                left join corral_sync.records as r on r.sync_name = $sync and r.record_key = f.record_key
+                where f.run_id = $run
+                """,
+                {"sync": sync.name, "run": run},
+            )
+            con.execute("delete from corral_sync.records where sync_name = $sync and record_key in (select record_key from folded)",
+                        {"sync": sync.name})
+            count = con.execute(
+                """
+                insert into corral_sync.records
+                select $sync, record_key, confirmed_hash, attempted_hash, destination_id, status, attempts, last_error, synced_at,
+                    now()::timestamp
+                from folded where not gone
+                """,
+                {"sync": sync.name},
+            ).fetchone()
+            con.execute("update corral_sync.runs set state_folded = true where run_id = $run", {"run": run})
+            con.execute("drop table folded")
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+        written += count[0] if count else 0
+    return written
 
 
 def commit_snapshot(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
