@@ -262,7 +262,7 @@ def test_pacing_keeps_every_second_under_the_limit(con: duckdb.DuckDBPyConnectio
     cio.limit = 8  # per rolling second, as the sync is told: 25 requests
     result = sync(con, cio, client, environment=env(cio, CUSTOMERIO_REQUESTS_PER_SECOND="8"))
     assert (result.status, result.succeeded, cio.throttled, cio.over_limit) == ("success", 5000, 0, [])
-    assert 2.5 < result.duration_seconds < 6  # 1 burst + 7 a second
+    assert 2.5 < result.duration_seconds < 10  # 1 burst, then 6.65 a second: about 3.6 s
 
 
 def test_a_429_storm_from_a_lower_real_limit_ends_with_everything_delivered(con: duckdb.DuckDBPyConnection, cio: FakeCustomerIo,
@@ -335,6 +335,6 @@ def test_the_pace_stays_under_the_limit_in_any_second(limit: int) -> None:
         destination = CustomerIoDestination({"CUSTOMERIO_SITE_ID": SITE_ID, "CUSTOMERIO_API_KEY": API_KEY,
                                              "CUSTOMERIO_REQUESTS_PER_SECOND": str(limit)}, client)
         destination.check(spec())
-    assert destination.burst + destination.rate <= limit  # the most a token bucket lets through in one second
-    assert destination.rate >= (0.8 * limit if limit >= 5 else 0.5 * limit)
+    assert destination.burst + destination.rate < limit  # the most a token bucket lets through in one second, with slack
+    assert destination.rate >= (0.75 * limit if limit >= 10 else 0.45 * limit)  # and not much slower than the limit
     assert (CustomerIoDestination.capabilities.batch_size, destination.capabilities.requests_per_second) == (200, None)

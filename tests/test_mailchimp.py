@@ -245,12 +245,13 @@ def test_never_more_than_the_allowed_connections(con: duckdb.DuckDBPyConnection,
     mailchimp.latency_seconds = 0.4  # so that the 14 batches overlap
     result = sync(con, mailchimp, client)
     assert (result.status, result.succeeded) == ("success", 7000)
-    assert (mailchimp.peak_connections, mailchimp.throttled, mailchimp.over_limit) == (10, 0, [])
+    assert (mailchimp.throttled, mailchimp.over_limit) == (0, [])
+    assert 8 <= mailchimp.peak_connections <= 10  # the workers overlap (10 unless the machine is busy), never more
     assert sorted(mailchimp.batches) == [500] * 14
     fresh = FakeMailchimp(members={LIST: {}}, latency_seconds=0.1, url=port[0])  # a fresh audience, a sync told 4
     port[1].append(fresh)
     result = sync(con, fresh, client, spec(name="people_mailchimp_4"), environment=env(fresh, MAILCHIMP_MAX_CONNECTIONS="4"))
-    assert (result.status, fresh.peak_connections, fresh.over_limit, len(fresh.records())) == ("success", 4, [], 7000)
+    assert (result.status, fresh.over_limit, len(fresh.records())) == ("success", [], 7000) and 3 <= fresh.peak_connections <= 4
 
 
 def test_more_connections_than_the_account_allows_are_refused_and_retried(con: duckdb.DuckDBPyConnection, mailchimp: FakeMailchimp,
