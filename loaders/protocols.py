@@ -35,9 +35,9 @@ moves them, and those of blocked messages, into `raw.violations`.
 
 Plans are read and checked when the collector starts (unknown keys, JSON Schema keywords and
 their values, `$ref`s outside the file, a `required` property that `additionalProperties: false`
-forbids): a broken plan stops it with `file:line: problem`. Each schema is compiled once with
-fastjsonschema (Python code, fast); a message that fails it is explained by jsonschema, which
-lists every violation.
+forbids): a broken plan stops it with `file:line: problem`. Each schema is compiled once into a
+Python predicate (loaders/schema_predicate.py; fastjsonschema for keywords outside its subset);
+only a message that fails it is explained, by jsonschema, which lists every violation.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ import fastjsonschema
 import jsonschema
 import orjson
 import yaml
+
+from loaders.schema_predicate import compile_predicate
 
 DEFAULT_DIR = Path(__file__).with_name("tracking_plans")
 MODES = ("allow", "block", "omit_properties")
@@ -335,13 +337,14 @@ def _describe(rule: str, expected: Any, received: str | None) -> str:
 
 @dataclass
 class _Checker:
-    """One compiled schema: fastjsonschema says whether a value passes (fast); only when it does
-    not, jsonschema lists every violation (slow, rare)."""
+    """One compiled schema: `valid` says whether a value passes (fast: a compiled predicate);
+    only when it does not, jsonschema lists every violation (slow, rare)."""
 
-    fast: Callable[[Any], Any]
+    valid: Callable[[Any], bool]
+    compiled: Callable[[Any], Any]  # fastjsonschema's validator: its first error, if jsonschema finds none
     full: jsonschema.protocols.Validator
 
-    def violations(self, value: Any, root: Location, top_level_drop: bool, first: fastjsonschema.JsonSchemaValueException) -> list[Violation]:
+    def violations(self, value: Any, root: Location, top_level_drop: bool) -> list[Violation]:
         found: dict[tuple[str, str], Violation] = {}
 
         def add(location: Location, rule: str, expected: Any, received: str | None, droppable: bool) -> None:
@@ -360,9 +363,13 @@ class _Checker:
                     add(location + (name,), rule, None, _json_type(error.instance[name]), droppable=True)
             else:
                 add(location, rule, error.validator_value, _json_type(error.instance), droppable=True)
-        if not found:  # the two engines disagree (a format jsonschema cannot check): trust the compiled one
-            location = tuple(p for p in first.path[1:])
-            add(location, first.rule or "schema", first.rule_definition, _json_type(first.value), droppable=True)
+        if not found:  # jsonschema cannot check this (a format without its package): fastjsonschema's error
+            try:
+                self.compiled(value)
+            except fastjsonschema.JsonSchemaValueException as first:
+                add(tuple(first.path[1:]), first.rule or "schema", first.rule_definition, _json_type(first.value), droppable=True)
+            else:
+                add((), "schema", None, _json_type(value), droppable=False)
         return list(found.values())
 
 
@@ -395,21 +402,20 @@ class TrackingPlan:
         properties or traits from `message` (in place). The common case, a message that passes,
         costs the compiled checks and nothing else."""
         kind = message["type"]
-        try:
-            if kind == "track":
-                event = message.get("event")
-                checker = self.events.get(event if event.__class__ is str else str(event), _UNPLANNED)
-                if checker is _UNPLANNED:
+        if kind == "track":
+            event = message.get("event")
+            checker = self.events.get(event if event.__class__ is str else str(event), _UNPLANNED)
+            if checker is _UNPLANNED:
+                return self._verdict(message)
+            if checker is not None:
+                properties = message.get("properties")
+                if not checker.valid(_EMPTY if properties is None else properties):
                     return self._verdict(message)
-                if checker is not None:
-                    properties = message.get("properties")
-                    checker.fast(_EMPTY if properties is None else properties)
-            elif kind in self.sections:
-                *_, value = _section(message, kind)
-                self.sections[kind].fast(_EMPTY if value is None else value)
-            if self.common is not None:
-                self.common.fast(message)
-        except fastjsonschema.JsonSchemaValueException:
+        elif kind in self.sections:
+            *_, value = _section(message, kind)
+            if not self.sections[kind].valid(_EMPTY if value is None else value):
+                return self._verdict(message)
+        if self.common is not None and not self.common.valid(message):
             return self._verdict(message)
         return None
 
@@ -433,11 +439,8 @@ class TrackingPlan:
         elif kind in self.sections:
             where, _ = _section(message, kind)
             violations += self._run(self.sections[kind], message, *where)
-        if self.common is not None:
-            try:
-                self.common.fast(message)
-            except fastjsonschema.JsonSchemaValueException as exc:
-                violations += [_keep(v) for v in self.common.violations(message, (), False, exc)]
+        if self.common is not None and not self.common.valid(message):
+            violations += [_keep(v) for v in self.common.violations(message, (), False)]
         if not violations:
             return None
         if unplanned and self.unplanned_events == "block":
@@ -455,11 +458,7 @@ class TrackingPlan:
         for key in where:
             container = container.get(key) if isinstance(container, dict) else None
         value = _EMPTY if container is None else container
-        try:
-            checker.fast(value)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            return checker.violations(value, where, True, exc)
-        return []
+        return [] if checker.valid(value) else checker.violations(value, where, True)
 
     def _unplanned(self, event: str) -> Violation:
         if event not in self._suggestions:
@@ -547,11 +546,24 @@ def _compile(doc: _Document, schema: Any, location: Location, definitions: dict[
         raise doc.error(where, f"invalid JSON Schema at {_dotted(inner) or 'the root'}: {exc.message}") from None
     _lint_required(doc, schema, location)
     try:
-        fast = fastjsonschema.compile(schema, handlers={}, use_default=False)
+        compiled = fastjsonschema.compile(schema, handlers={}, use_default=False)
     except (fastjsonschema.JsonSchemaDefinitionException, re.error, ValueError, TypeError) as exc:
         raise doc.error(location, f"cannot compile this schema: {exc}") from None
     full = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
-    return _Checker(fast, full)
+    return _Checker(compile_predicate(schema) or _passes(compiled), compiled, full)
+
+
+def _passes(compiled: Callable[[Any], Any]) -> Callable[[Any], bool]:
+    """fastjsonschema's validator as a predicate (schemas outside the predicate compiler's subset)."""
+
+    def valid(value: Any) -> bool:
+        try:
+            compiled(value)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        return True
+
+    return valid
 
 
 def _entry(doc: _Document, value: Any, location: Location, schema_key: str, allowed: set[str]) -> Any:
