@@ -26,7 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 dev: $(STAMP)
-	@mkdir -p $(CORRAL_HOME)/dagster
+	@mkdir -p $(CORRAL_HOME)/dagster $(CORRAL_HOME)/landing
+	@cp dagster_defs/dagster.yaml $(CORRAL_HOME)/dagster/dagster.yaml
 	DAGSTER_HOME=$(CORRAL_HOME)/dagster $(BIN)/dagster dev -m dagster_defs.definitions
 
 bench: $(STAMP)

@@ -11,13 +11,16 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
+import httpx
+
 from dagster_defs.dbt_runner import DbtFailed, ensure_manifest, run_dbt
 from dagster_defs.summary import render, summarize
-from dagster_defs.syncing import declared_syncs, run_syncs
+from dagster_defs.syncing import declared_syncs, destination_env, run_syncs
 from loaders.home import CorralHome
 from loaders.load import LoadError, describe, load_files, load_landing
 from loaders.warehouse import connect
-from reverse_etl.syncs import SyncConfigError, find_sync
+from reverse_etl.destinations import make_destination
+from reverse_etl.syncs import SyncConfigError, SyncSpec, find_sync
 
 
 def say(message: str) -> None:
@@ -56,9 +59,24 @@ def cmd_build(args: argparse.Namespace, home: CorralHome) -> int:
     return 0
 
 
+def configured(home: CorralHome, sync: SyncSpec) -> str | None:
+    """Why the sync's destination cannot run here (credentials not set, ...), or None."""
+    try:
+        with httpx.Client() as client:
+            make_destination(sync.destination, destination_env(home), client).check(sync)
+    except SyncConfigError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_sync(args: argparse.Namespace, home: CorralHome) -> int:
     syncs = declared_syncs(ensure_manifest(home, echo=say))
     chosen = [find_sync(syncs, args.name)] if args.name else syncs
+    if getattr(args, "configured_only", False):  # the demo: syncs to tools this machine has no credentials for are skipped, said so
+        for sync in list(chosen):
+            if (reason := configured(home, sync)) is not None:
+                say(f"{sync.name}: skipped: {reason}")
+                chosen.remove(sync)
     failed = 0
     for sync, result in run_syncs(home, chosen, dry_run=args.dry_run, full=args.full, echo=say):
         if isinstance(result, Exception):
@@ -123,7 +141,7 @@ def cmd_demo(args: argparse.Namespace, home: CorralHome) -> int:
     say("[3/4] dbt build (staging → identity → marts → audiences, with tests) ...")
     run_dbt(home, ["build"], dbt_vars={"corral_as_of": spec.end.isoformat(sep=" ")}, echo=say)
     say("[4/4] syncing audiences ...")
-    sync_args = argparse.Namespace(name=None, dry_run=False, full=False)
+    sync_args = argparse.Namespace(name=None, dry_run=False, full=False, configured_only=True)
     status = cmd_sync(sync_args, home)
     with closing(connect(home, read_only=True)) as con:
         say(f"\nDone in {time.monotonic() - started:.0f}s. Corral home {home.root}\n{render(summarize(con))}")

@@ -1,4 +1,6 @@
-"""Resources, chosen per environment in this one place."""
+"""Resources, chosen per environment in this one place: which home (warehouse, landing,
+exports; the dbt target follows CORRAL_TARGET through profiles.yml), and the environment destinations read their settings and
+credentials from. Every value comes from env vars unless a test or deployment overrides it."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from dagster_dbt import DbtCliResource, DbtProject
 
 from dagster_defs.project import dbt_executable
 from loaders.home import CorralHome
+
+WAREHOUSE_POOL = "corral_warehouse"  # DuckDB takes one writing process: every asset that writes it runs in this pool
 
 
 class CorralResource(ConfigurableResource):
@@ -21,5 +25,22 @@ class CorralResource(ConfigurableResource):
         return CorralHome.from_env({"CORRAL_HOME": self.home_dir} if self.home_dir else None)
 
 
-def build_resources(project: DbtProject) -> dict[str, object]:
-    return {"corral": CorralResource(), "dbt": DbtCliResource(project_dir=project, dbt_executable=dbt_executable())}
+class DestinationsResource(ConfigurableResource):
+    """The environment destinations read (base URLs, credentials, rate limits: HUBSPOT_ACCESS_TOKEN,
+    SALESFORCE_INSTANCE_URL, ...): the process environment, the home's exports/ for files, and
+    `overrides` on top (a deployment's or a test's, e.g. base URLs of local fakes)."""
+
+    overrides: dict[str, str] = {}
+
+    def env(self, home: CorralHome) -> dict[str, str]:
+        from dagster_defs.syncing import destination_env
+
+        return {**destination_env(home), **self.overrides}
+
+
+def build_resources(project: DbtProject, destination_overrides: dict[str, str] | None = None) -> dict[str, object]:
+    return {
+        "corral": CorralResource(),
+        "dbt": DbtCliResource(project_dir=project, dbt_executable=dbt_executable()),  # target: CORRAL_TARGET (profiles.yml)
+        "destinations": DestinationsResource(overrides=destination_overrides or {}),
+    }

@@ -30,11 +30,12 @@ def destination_env(home: CorralHome) -> dict[str, str]:
 
 
 def run_one(home: CorralHome, sync: SyncSpec, dry_run: bool = False, full: bool = False, client: httpx.Client | None = None,
-            echo: Callable[[str], None] | None = None) -> SyncRunResult:
-    """One sync run (config errors raise SyncConfigError)."""
+            echo: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> SyncRunResult:
+    """One sync run (config errors raise SyncConfigError); destinations read `env` (default:
+    destination_env(home))."""
     with closing(connect(home)) as con:
         prepare_connection(con)
-        return _run_on(con, home, sync, dry_run, full, client, echo)
+        return _run_on(con, home, sync, dry_run, full, client, echo, env)
 
 
 def run_syncs(home: CorralHome, syncs: list[SyncSpec], dry_run: bool = False, full: bool = False,
@@ -44,19 +45,19 @@ def run_syncs(home: CorralHome, syncs: list[SyncSpec], dry_run: bool = False, fu
     with closing(connect(home)) as con:
         prepare_connection(con)  # once, before the syncs write to it side by side
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(syncs))), thread_name_prefix="sync") as pool:
-            futures = {pool.submit(_run_on, con.cursor(), home, sync, dry_run, full, None, echo): sync for sync in syncs}
+            futures = {pool.submit(_run_on, con.cursor(), home, sync, dry_run, full, None, echo, None): sync for sync in syncs}
             for future in as_completed(futures):
                 error = future.exception()
                 yield futures[future], error if isinstance(error, Exception) else future.result()
 
 
 def _run_on(con: duckdb.DuckDBPyConnection, home: CorralHome, sync: SyncSpec, dry_run: bool, full: bool,
-            client: httpx.Client | None, echo: Callable[[str], None] | None) -> SyncRunResult:
+            client: httpx.Client | None, echo: Callable[[str], None] | None, env: dict[str, str] | None) -> SyncRunResult:
     """HTTP destinations get a client with sane timeouts unless one is given."""
     owned = client is None
     client = client or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
     try:
-        destination = make_destination(sync.destination, destination_env(home), client)
+        destination = make_destination(sync.destination, destination_env(home) if env is None else env, client)
         return run_sync(con, sync, destination, dry_run=dry_run, full=full, echo=echo)
     finally:
         if owned:

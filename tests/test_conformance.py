@@ -129,7 +129,7 @@ def test_first_sync_resync_and_changes(con: duckdb.DuckDBPyConnection, client: h
         changed = sync(con, case, mode, harness, client)
         assert changed.status == "success", changed.errors
         assert changed.changes["added"] == 2 and changed.changes["removed"] == 3
-        assert changed.changes["changed"] == (5 if mode != "add_remove" or case.extra.get("membership_changes") else 5)
+        assert changed.changes["changed"] == 5
         assert_fake_matches(con, case, mode, harness, removed)
         assert harness.violations() == []
 

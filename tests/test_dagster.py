@@ -1,19 +1,30 @@
-"""The Dagster code location: loads, validates, and materializes every asset in process."""
+"""The Dagster code location: loads and validates; the asset graph has the whole flow with its
+groups; every schedule and the landing sensor evaluate; every asset materializes in process
+with syncs pointed at local fakes; runs that write the warehouse at once queue."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
+from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, materialize
+from dagster import AssetKey, AssetSpec, DagsterEventType, DagsterInstance, build_schedule_context, build_sensor_context, materialize
+from fakes.hubspot import TOKEN as HUBSPOT_TOKEN
+from fakes.hubspot import FakeHubSpot, serve
 
 from dagster_defs.definitions import build_definitions
-from dagster_defs.project import REPO_ROOT, manifest_is_stale
+from dagster_defs.project import REPO_ROOT, corral_dbt_project, manifest_is_stale
+from dagster_defs.resources import CorralResource
+from dagster_defs.syncing import declared_syncs
 from loaders.home import CorralHome
 from loaders.synthetic import DemoSpec, write_ndjson
+from loaders.warehouse import connect
 
 
 def test_definitions_hold_the_whole_flow() -> None:
@@ -22,21 +33,83 @@ def test_definitions_hold_the_whole_flow() -> None:
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     # dbt models are keyed by warehouse schema and name, as they are queried.
     assert {
-        "raw/events", "staging/stg_corral__events", "marts/profiles", "marts/sessions",
-        "audiences/repeat_buyers", "syncs/repeat_buyers_to_file",
+        "landing/segments", "raw/events", "staging/stg_corral__events", "marts/profiles", "marts/sessions",
+        "audiences/repeat_buyers", "syncs/repeat_buyers_to_file", "syncs/high_value_customers_to_hubspot",
     } <= keys
-    assert AssetKey(["raw", "events"]) in graph.get(AssetKey(["staging", "stg_corral__events"])).parent_keys
-    assert graph.get(AssetKey(["syncs", "repeat_buyers_to_file"])).parent_keys == {AssetKey(["audiences", "repeat_buyers"])}
-    assert graph.get(AssetKey(["audiences", "repeat_buyers"])).group_name == "audiences"
-    assert graph.get(AssetKey(["syncs", "repeat_buyers_to_file"])).group_name == "syncs"
-    assert graph.get(AssetKey(["raw", "events"])).group_name == "ingestion"
-    # traits and audiences: traits from profile_events, audiences from traits, history from every audience
-    assert AssetKey(["marts", "profile_events"]) in graph.get(AssetKey(["marts", "profile_traits"])).parent_keys
-    assert AssetKey(["marts", "profile_traits"]) in graph.get(AssetKey(["audiences", "high_value_customers"])).parent_keys
+
+    def parents(*key: str) -> set[AssetKey]:
+        return graph.get(AssetKey(list(key))).parent_keys
+
+    # the flow, edge by edge: collector (landing) -> raw -> staging -> identity -> traits -> audiences -> syncs
+    assert parents("raw", "events") == {AssetKey(["landing", "segments"])}
+    assert AssetKey(["raw", "events"]) in parents("staging", "stg_corral__events")
+    assert AssetKey(["staging", "stg_corral__events"]) in parents("intermediate", "int_identifiers_extracted")
+    assert AssetKey(["intermediate", "int_identity_resolved"]) in parents("marts", "profiles")
+    assert AssetKey(["marts", "profile_events"]) in parents("marts", "profile_traits")
+    assert AssetKey(["marts", "profile_traits"]) in parents("audiences", "high_value_customers")
+    assert parents("syncs", "high_value_customers_to_hubspot") == {AssetKey(["audiences", "high_value_customers"])}
+    assert parents("syncs", "repeat_buyers_to_file") == {AssetKey(["audiences", "repeat_buyers"])}
     audiences = {"cart_abandoners", "engaged_visitors", "high_value_customers", "recently_inactive_customers", "repeat_buyers"}
-    assert {AssetKey(["audiences", name]) for name in audiences} <= graph.get(AssetKey(["intermediate", "int_audience_members"])).parent_keys
-    for key in (["marts", "profile_traits"], ["marts", "audience_events"], ["marts", "audience_sizes"]):
-        assert graph.get(AssetKey(key)).group_name == "audiences"
+    assert {AssetKey(["audiences", name]) for name in audiences} <= parents("intermediate", "int_audience_members")
+
+    groups = {
+        "ingestion": [["landing", "segments"], ["raw", "events"]],
+        "staging": [["staging", "stg_corral__events"]],
+        "identity": [["intermediate", "int_identity_resolved"], ["marts", "profiles"]],
+        "sessions": [["marts", "sessions"], ["marts", "page_views"]],
+        "traits_and_audiences": [["marts", "profile_traits"], ["audiences", "repeat_buyers"], ["marts", "audience_events"]],
+        "syncs": [["syncs", "repeat_buyers_to_file"], ["syncs", "high_value_customers_to_hubspot"]],
+    }
+    for group, members in groups.items():
+        for key in members:
+            assert graph.get(AssetKey(key)).group_name == group, key
+    # dbt descriptions and owners, and the syncs' owners, reach the UI
+    audience = graph.get(AssetKey(["audiences", "high_value_customers"]))
+    assert audience.owners and audience.description
+    assert graph.get(AssetKey(["syncs", "high_value_customers_to_hubspot"])).owners == ["sales-ops@example.com"]
+    assert graph.get(AssetKey(["landing", "segments"])).is_executable is False
+
+
+def test_each_declared_schedule_runs_its_sync_and_what_it_needs() -> None:
+    defs = build_definitions()
+    syncs = declared_syncs(corral_dbt_project().manifest_path)
+    scheduled = {s.name: s for s in syncs if s.schedule}
+    assert scheduled, "the demo project declares scheduled syncs"
+    schedules = {s.name: s for s in defs.schedules or []}
+    assert set(schedules) == {"daily_build_schedule", *(f"sync_{name}_schedule" for name in scheduled)}
+    for name, sync in scheduled.items():
+        schedule = schedules[f"sync_{name}_schedule"]
+        assert schedule.cron_schedule == sync.schedule
+        selected = defs.resolve_job_def(schedule.job_name).asset_layer.selected_asset_keys
+        assert {AssetKey(["syncs", name]), AssetKey(["raw", "events"]), AssetKey(["audiences", sync.model]),
+                AssetKey(["marts", "profiles"])} <= selected
+        assert not any(k.path[0] == "syncs" and k.path[1] != name for k in selected), "only its own sync"
+        tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 12)))
+        assert len(tick.run_requests or []) == 1
+    daily = defs.resolve_job_def("daily_build").asset_layer.selected_asset_keys
+    assert AssetKey(["marts", "profile_traits"]) in daily and not any(k.path[0] == "syncs" for k in daily)
+    tick = schedules["daily_build_schedule"].evaluate_tick(build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 3)))
+    assert len(tick.run_requests or []) == 1
+
+
+def test_the_landing_sensor_starts_one_load_per_new_sealed_segment(home: CorralHome) -> None:
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    resources = {"corral": CorralResource(home_dir=str(home.root))}
+    home.ensure()
+    first = sensor.evaluate_tick(build_sensor_context(resources=resources))
+    assert not first.run_requests and "no landing segment sealed" in (first.skip_message or "")
+    write_ndjson(DemoSpec(users=5, days=2, seed=3), home.landing / "demo")
+    second = sensor.evaluate_tick(build_sensor_context(resources=resources, cursor=first.cursor))
+    assert len(second.run_requests or []) == 1 and second.cursor
+    third = sensor.evaluate_tick(build_sensor_context(resources=resources, cursor=second.cursor))
+    assert not third.run_requests, "segments already seen start nothing"
+    (home.landing / "demo" / "late.ndjson.open").write_text("{}\n")  # still being written: not sealed
+    assert not sensor.evaluate_tick(build_sensor_context(resources=resources, cursor=second.cursor)).run_requests
+    time.sleep(0.01)
+    os.rename(home.landing / "demo" / "late.ndjson.open", home.landing / "demo" / "late.ndjson")  # sealed now
+    assert len(sensor.evaluate_tick(build_sensor_context(resources=resources, cursor=second.cursor)).run_requests or []) == 1
+    assert sensor.job_name == "load_and_build"
 
 
 @pytest.mark.slow
@@ -52,17 +125,85 @@ def test_dagster_validates_the_code_location(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_materializes_every_asset_in_process(home: CorralHome) -> None:
     write_ndjson(DemoSpec(users=60, days=14, seed=11), home.landing / "demo")
-    defs = build_definitions()
-    assets = list(defs.assets or [])
-    result = materialize(assets, resources=defs.resources)
-    assert result.success
-    loaded = result.asset_materializations_for_node("raw__events")[0].metadata
-    assert loaded["rows_loaded"].value > 0 and loaded["files_loaded"].value >= 1
-    synced = result.asset_materializations_for_node("syncs__repeat_buyers_to_file")[0].metadata
-    assert synced["failed"].value == 0
-    assert (home.exports / "repeat_buyers.csv").read_text().startswith('"profile_id"')
-    checks = result.get_asset_check_evaluations()
-    assert checks and all(c.passed for c in checks)
+    with serve(FakeHubSpot()) as hubspot:
+        defs = build_definitions({"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "HUBSPOT_BASE_URL": hubspot.url})
+        assets = [a for a in defs.assets or [] if not isinstance(a, AssetSpec)]
+        result = materialize(assets, resources=defs.resources)
+        assert result.success
+        loaded = result.asset_materializations_for_node("raw__events")[0].metadata
+        assert loaded["rows_loaded"].value > 0 and loaded["files_loaded"].value >= 1
+        with closing(connect(home, read_only=True)) as con:
+            sizes = {name: con.execute(f"select count(*) from audiences.{name}").fetchone()[0]
+                     for name in ("repeat_buyers", "high_value_customers", "cart_abandoners")}
+        assert sizes["high_value_customers"] > 0
+        for name, size in sizes.items():  # audience assets record their size
+            [audience] = [m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey(["audiences", name])]
+            assert audience.materialization.metadata["audience_size"].value == size
+        synced = result.asset_materializations_for_node("syncs__repeat_buyers_to_file")[0].metadata
+        assert synced["failed"].value == 0 and synced["succeeded"].value == sizes["repeat_buyers"]
+        assert (home.exports / "repeat_buyers.csv").read_text().startswith('"profile_id"')
+        to_hubspot = result.asset_materializations_for_node("syncs__high_value_customers_to_hubspot")[0].metadata
+        assert (to_hubspot["succeeded"].value, to_hubspot["failed"].value) == (sizes["high_value_customers"], 0)
+        assert isinstance(to_hubspot["duration_seconds"].value, float) and len(hubspot.contacts) == sizes["high_value_customers"]
+        checks = result.get_asset_check_evaluations()
+        assert checks and all(c.passed for c in checks)
+
+        # a failing sync fails its run with the destination's first errors
+        with closing(connect(home)) as con:
+            con.execute("delete from corral_sync.records where sync_name = 'high_value_customers_to_hubspot'")  # all to send again
+        hubspot.deny_status = 401
+        sync_asset = [a for a in assets if AssetKey(["syncs", "high_value_customers_to_hubspot"]) in a.keys]
+        failed = materialize(sync_asset, resources=defs.resources, raise_on_error=False)
+        assert not failed.success
+        [failure] = [e for e in failed.all_events if e.is_step_failure]
+        message = failure.step_failure_data.user_failure_data.description
+        assert "sync high_value_customers_to_hubspot to hubspot" in message and "HTTP 401: INVALID_AUTHENTICATION" in message
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from dagster import DagsterInstance, materialize
+from dagster_defs.assets.ingestion import raw_events
+from dagster_defs.resources import CorralResource
+go = Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.01)
+result = materialize([raw_events], instance=DagsterInstance.get(), resources={"corral": CorralResource()}, raise_on_error=False)
+print(result.run_id, result.success)
+"""
+
+
+@pytest.mark.slow
+def test_runs_that_write_the_warehouse_together_queue_instead_of_failing(home: CorralHome, tmp_path: Path) -> None:
+    """Two runs loading the same warehouse at the same moment, in two processes, under the
+    instance config `make dev` uses: the second waits for the pool instead of failing on
+    DuckDB's lock, and their warehouse steps never overlap."""
+    write_ndjson(DemoSpec(users=1500, days=30, seed=5), home.landing / "demo")
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster_defs" / "dagster.yaml", dagster_home / "dagster.yaml")
+    instance = DagsterInstance.from_config(str(dagster_home))  # its storage made once, before two processes open it
+    go = tmp_path / "go"
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "CORRAL_HOME": str(home.root)}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(go)], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    time.sleep(8)  # both imported and waiting
+    go.touch()
+    outcomes = [w.communicate(timeout=300)[0].strip().splitlines()[-1].split() for w in writers]
+    assert all(success == "True" for _, success in outcomes), outcomes
+    spans = []
+    for run_id, _ in outcomes:
+        records = instance.all_logs(run_id)
+        started = [r.timestamp for r in records if r.dagster_event_type == DagsterEventType.STEP_START]
+        ended = [r.timestamp for r in records if r.dagster_event_type == DagsterEventType.STEP_SUCCESS]
+        spans.append((started[0], ended[0]))
+    (_, first_end), (second_start, _) = sorted(spans)
+    assert first_end <= second_start, "the warehouse steps of the two runs overlapped"
+    with closing(connect(home, read_only=True)) as con:
+        assert con.execute("select count(*) from raw.loaded_files").fetchone()[0] == len(list((home.landing / "demo").iterdir()))
+
+
 
 
 @pytest.mark.slow

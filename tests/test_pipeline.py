@@ -17,6 +17,9 @@ import duckdb
 import pandas as pd
 import pytest
 
+from fakes.hubspot import TOKEN as HUBSPOT_TOKEN
+from fakes.hubspot import FakeHubSpot, serve
+
 from dagster_defs.cli import main
 from dagster_defs.project import DBT_PROJECT_DIR
 from dagster_defs.traits import project_trait_definitions
@@ -37,7 +40,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralHome]:
         write_ndjson(SPEC, home.landing / "demo")
         assert main(["load"]) == 0
         assert main(["build", "--as-of", SPEC.end.isoformat()]) == 0
-        assert main(["sync"]) == 0
+        with serve(FakeHubSpot()) as hubspot:  # the project's HubSpot sync goes to a local fake
+            mp.setenv("HUBSPOT_ACCESS_TOKEN", HUBSPOT_TOKEN)
+            mp.setenv("HUBSPOT_BASE_URL", hubspot.url)
+            assert main(["sync"]) == 0
+            assert hubspot.contacts, "the high-value customers reached HubSpot"
         yield home
 
 

@@ -1,19 +1,32 @@
-"""Landing segments → `raw.events`."""
+"""The collector's landing segments (written outside Dagster) → `raw.events`."""
 
 
 from contextlib import closing
 
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, asset
 
-from dagster_defs.resources import CorralResource
+from dagster_defs.resources import WAREHOUSE_POOL, CorralResource
 from loaders.load import describe, load_landing
 from loaders.warehouse import connect
+
+LANDING = AssetKey(["landing", "segments"])
+
+landing_segments = AssetSpec(
+    key=LANDING,
+    group_name="ingestion",
+    kinds={"file"},
+    description="Sealed NDJSON segments under $CORRAL_HOME/landing/<source>/, written durably by `corral collect` (the "
+    "Segment/RudderStack-compatible tracking API) and the file and webhook importers. Not built by Dagster: the "
+    "`landing_sensor` watches it and loads what is new.",
+)
 
 
 @asset(
     key=AssetKey(["raw", "events"]),
+    deps=[LANDING],
     group_name="ingestion",
     kinds={"duckdb", "python"},
+    pool=WAREHOUSE_POOL,
     description="Sealed landing segments bulk-loaded into raw.events, each file exactly once.",
 )
 def raw_events(context: AssetExecutionContext, corral: CorralResource) -> MaterializeResult:
