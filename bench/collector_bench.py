@@ -735,6 +735,12 @@ def plan_command_line(opts: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def cpu_us(result: CollectorResult) -> float | None:
+    """The collector's CPU microseconds per event answered in the measured window."""
+    cores = result.cpu.server_cores
+    return cores * 1e6 / result.events_per_s if cores and result.events_per_s else None
+
+
 def render_plan(opts: argparse.Namespace, bodies: Sequence[bytes], pairs: list[tuple[CollectorResult, CollectorResult]]) -> str:
     cpus = os.cpu_count() or 0
     ratios = [planned.events_per_s / plain.events_per_s if plain.events_per_s else 0.0 for plain, planned in pairs]
@@ -746,13 +752,19 @@ def render_plan(opts: argparse.Namespace, bodies: Sequence[bytes], pairs: list[t
         p50 = f"{statistics.median(values) * 1e3:.1f}" if values else "n/a"
         p99 = f"{percentile(values, 0.99) * 1e3:.1f}" if values else "n/a"
         cores = "n/a" if result.cpu.server_cores is None else f"{result.cpu.server_cores:.2f}"
+        per_event = cpu_us(result)
         return (f"| {label} | {result.tally.window_events:,} | {result.seconds:.2f} | {result.events_per_s:,.0f} | "
-                f"{p50} | {p99} | {cores} |\n")
+                f"{p50} | {p99} | {cores} | {'n/a' if per_event is None else f'{per_event:.1f}'} |\n")
 
-    table = "| run | events | seconds | events/s | p50 ms | p99 ms | collector cores |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    table = ("| run | events | seconds | events/s | p50 ms | p99 ms | collector cores | collector CPU µs/event |\n"
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
     for number, (plain, planned) in enumerate(pairs, start=1):
         suffix = f" (round {number})" if len(pairs) > 1 else ""
         table += row(f"no tracking plan{suffix}", plain) + row(f"{PLAN_EVENTS}-event plan, block mode{suffix}", planned)
+    cpu_ratios = [a / b for a, b in ((cpu_us(plain), cpu_us(planned)) for plain, planned in pairs) if a and b]
+    cpu_line = (f"CPU per event (the collector's CPU over the events it answered), without / with the plan: "
+                f"{statistics.median(cpu_ratios):.2f} (median; {', '.join(f'{r:.2f}' for r in cpu_ratios)}): the ratio to "
+                "expect when the collector has both cores to itself and is CPU-bound.\n\n") if cpu_ratios else ""
     planned = pairs[-1][1]
     checks = all(p.landing_ok and q.landing_ok for p, q in pairs)
     blocked_share = planned.landing.rejected / planned.tally.acked_events if planned.tally.acked_events else 0.0
@@ -768,6 +780,7 @@ def render_plan(opts: argparse.Namespace, bodies: Sequence[bytes], pairs: list[t
         + (f" (median of {len(ratios)} rounds: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else "")
         + f". Target (spec): at least {TARGET_PLAN_RATIO:.0%} of the throughput without a plan: "
         f"{verdict(ratio >= TARGET_PLAN_RATIO)}.\n\n"
+        f"{cpu_line}"
         f"The plan: {PLAN_EVENTS} events; the 8 names the bench sends have a schema of their 14 properties (5 required, "
         "types, a 24-hex-digit pattern, enums, ranges, two URI formats, `additionalProperties: false`), 42 more are "
         "planned but not sent; each schema compiled once per worker into a Python predicate (loaders/schema_predicate.py), "
