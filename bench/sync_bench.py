@@ -309,7 +309,7 @@ def report(r: Result, command: str) -> str:
     memory = "" if rss < RSS_TARGET_MB else (
         f" Peak RSS is DuckDB's working set more than Python's: the unchanged re-sync, which only diffs {r.rows:,} rows against "
         f"their state, peaks at {r.resync.maxrss_mb:,.0f} MB and the destination alone, reading the mart, at "
-        f"{r.baseline.maxrss_mb:,.0f} MB, with DuckDB's `memory_limit` at 128 MB (`prepare_connection`)."
+        f"{r.baseline.maxrss_mb:,.0f} MB, with DuckDB's `memory_limit` at 64 MB (`prepare_connection`)."
     )
     reading = (
         f"Reading: {why}. {r.first.throttled} 429s: the 95% pace keeps every rolling window under the limit. An unchanged re-sync "

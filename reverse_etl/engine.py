@@ -84,11 +84,12 @@ class SyncRunResult:
             self.errors.append(message)
 
 
-def prepare_connection(con: duckdb.DuckDBPyConnection, memory_limit: str = "128MB") -> None:
+def prepare_connection(con: duckdb.DuckDBPyConnection, memory_limit: str = "64MB") -> None:
     """Set up a connection for syncing: the state tables exist, and DuckDB's working memory is
     capped (plans of millions of rows spill to disk rather than grow the process)."""
     con.execute(f"set memory_limit = '{memory_limit}'")
-    con.execute("set preserve_insertion_order = false")  # plans are read in key order anyway; spares memory
+    con.execute("set preserve_insertion_order = false")  # plans are streamed in no particular order; spares memory
+    con.execute("set enable_progress_bar = false")
     con.execute(state.DDL)
 
 
