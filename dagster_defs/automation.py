@@ -50,7 +50,8 @@ def job_name(sync: SyncSpec) -> str:
 
 def sync_jobs(syncs: list[SyncSpec]) -> list[UnresolvedAssetJobDefinition]:
     return [
-        define_asset_job(job_name(sync), selection=AssetSelection.assets(sync_key(sync)).upstream() - AssetSelection.assets(LANDING),
+        define_asset_job(job_name(sync), selection=(AssetSelection.assets(sync_key(sync)).upstream() - AssetSelection.assets(LANDING))
+                         .required_multi_asset_neighbors(),  # the load fills every raw table at once
                          description=f"{sync.name}: load, build what {sync.model} needs, then sync it to {sync.destination}")
         for sync in syncs
     ]

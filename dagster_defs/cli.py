@@ -35,7 +35,7 @@ def cmd_load(args: argparse.Namespace, home: CorralHome) -> int:
             result = load_landing(con, home.landing, skip_invalid=args.skip_invalid)
     for line in describe(result):
         say(line)
-    if not result.files:
+    if not result.files and not result.side_files:
         say(f"nothing to load (no new sealed segments in {home.landing})")
     say(f"{result.rows_loaded:,} rows loaded")
     return 0

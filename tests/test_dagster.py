@@ -68,6 +68,8 @@ def test_definitions_hold_the_whole_flow() -> None:
     assert audience.owners and audience.description
     assert graph.get(AssetKey(["syncs", "high_value_customers_to_hubspot"])).owners == ["sales-ops@example.com"]
     assert graph.get(AssetKey(["landing", "segments"])).is_executable is False
+    for table in ("violations", "rejected_events", "replayed_events"):  # tracking plans' tables come from the same load
+        assert graph.get(AssetKey(["raw", table])).is_materializable and parents("raw", table) == {AssetKey(["landing", "segments"])}
 
 
 def test_each_declared_schedule_runs_its_sync_and_what_it_needs() -> None:
@@ -130,7 +132,8 @@ def test_materializes_every_asset_in_process(home: CorralHome) -> None:
         assets = [a for a in defs.assets or [] if not isinstance(a, AssetSpec)]
         result = materialize(assets, resources=defs.resources)
         assert result.success
-        loaded = result.asset_materializations_for_node("raw__events")[0].metadata
+        [loaded] = [m.materialization.metadata for m in result.get_asset_materialization_events()
+                    if m.asset_key == AssetKey(["raw", "events"])]
         assert loaded["rows_loaded"].value > 0 and loaded["files_loaded"].value >= 1
         with closing(connect(home, read_only=True)) as con:
             sizes = {name: con.execute(f"select count(*) from audiences.{name}").fetchone()[0]

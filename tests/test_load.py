@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401 - pa.csv below
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, example, given, settings
