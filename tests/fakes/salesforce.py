@@ -27,18 +27,16 @@ import io
 import json
 import random
 import re
-import socket
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from fakes.server import Answer, Scripted
+from fakes.server import Answer, Scripted, serve_http
 
 TOKEN = "00Dxx0000001gPF!AQ4AQFakeCorralTestToken"
 CONTACT_FIELDS = {"Id", "Email", "FirstName", "LastName", "Phone", "Title", "Corral_Id__c", "Plan__c", "LTV__c", "VIP__c",
@@ -447,44 +445,7 @@ class FakeSalesforce:
 
 @contextmanager
 def serve(fake: FakeSalesforce) -> Iterator[FakeSalesforce]:
-    """Run the fake on a free local port (fake.url is the instance URL) until the block ends.
-    Its own small server, as fakes.server.serve_http answers no PATCH (Salesforce's upsert and
-    job state changes); the same behaviour otherwise (keep-alive, no Nagle, stalls)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def _serve(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            status, headers, text, stall = fake.handle(self.command, self.path, self.headers, body)
-            if stall:
-                time.sleep(stall)
-            payload = text.encode()
-            try:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    """Run the fake on a free local port (fake.url is the instance URL) until the block ends."""
+    with serve_http(fake.handle) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -61,7 +61,7 @@ def serve_http(handle: Handle) -> Iterator[str]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()  # shuts down in 50 ms
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
