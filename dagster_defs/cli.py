@@ -11,14 +11,15 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
+import duckdb
 import httpx
 
 from dagster_defs.dbt_runner import DbtFailed, ensure_manifest, run_dbt
 from dagster_defs.summary import render, summarize
 from dagster_defs.syncing import declared_syncs, destination_env, run_syncs
 from loaders.home import CorralHome
-from loaders.load import LoadError, describe, load_files, load_landing
-from loaders.warehouse import connect
+from loaders.load import LoadError, LoadResult, describe, load_files, load_landing, load_on_server
+from loaders.warehouse import connect, target
 from reverse_etl.destinations import make_destination
 from reverse_etl.syncs import SyncConfigError, SyncSpec, find_sync
 
@@ -28,11 +29,16 @@ def say(message: str) -> None:
 
 
 def cmd_load(args: argparse.Namespace, home: CorralHome) -> int:
-    with closing(connect(home)) as con:
+    def run(con: duckdb.DuckDBPyConnection) -> LoadResult:
         if args.files:
-            result = load_files(con, [Path(f) for f in args.files], source_id=args.source, skip_invalid=args.skip_invalid)
-        else:
-            result = load_landing(con, home.landing, skip_invalid=args.skip_invalid)
+            return load_files(con, [Path(f) for f in args.files], source_id=args.source, skip_invalid=args.skip_invalid)
+        return load_landing(con, home.landing, skip_invalid=args.skip_invalid)
+
+    if target() == "duckdb":
+        with closing(connect(home)) as con:
+            result = run(con)
+    else:  # a server (CORRAL_TARGET, profiles.yml): the same load, written there with COPY
+        result = load_on_server(run)
     for line in describe(result):
         say(line)
     if not result.files and not result.side_files:

@@ -8,19 +8,27 @@ and each message id lands once: a resent message (an SDK retry) is counted, not 
 By default a command is all or nothing: if any line of any file is invalid, nothing is loaded
 and the error names each file and line. With `skip_invalid`, valid rows land and each invalid
 row is kept, with its reason and raw text, in `raw.load_errors`.
+
+On a server target (CORRAL_TARGET=postgres) the same code runs on an in-memory DuckDB that
+holds what the rules need from the server (its ledgers, and the message ids and violation keys
+already loaded), then the new rows of every raw table go to the server with COPY, ledger rows
+included, in one server transaction under an advisory lock: see `load_on_server`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from loaders.load_protocols import SideFileResult, describe_side, load_event_violations, load_protocol_files
-from loaders.warehouse import MESSAGE_FIELDS, Field
+from loaders.warehouse import MESSAGE_FIELDS, RAW_DDL, RAW_TABLES, Field, connect_postgres, target
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 FORMATS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv", ".parquet": "parquet"}
@@ -337,3 +345,70 @@ def describe(result: LoadResult) -> Iterable[str]:
             notes += [f"{fr.violations:,} tracking-plan violations into raw.violations"] if fr.violations else []
             yield f"loaded {fr.rows_loaded:,} rows from {fr.path}" + (f" ({'; '.join(notes)})" if notes else "")
     yield from describe_side(result.side_files)
+
+
+# --- a server target: the same load on an in-memory DuckDB, then COPY to the server ------------
+
+T = TypeVar("T")
+LOAD_LOCK = "corral.raw.load"  # one load at a time per server database (pg_advisory_xact_lock)
+MIRRORED = "''"  # landing_file of the rows copied from the server only so the dedupe rules see them
+COPY_CHUNK = 1 << 20
+
+
+def load_on_server(run: Callable[[duckdb.DuckDBPyConnection], T], environ: Mapping[str, str] | None = None) -> T:
+    """Run a load (`run` gets a DuckDB connection: `load_files` / `load_landing`, unchanged) against
+    the server target: files are read, validated, deduped and shaped by DuckDB in memory exactly
+    as on the embedded warehouse, then every new raw row goes to the server with COPY (bulk, never
+    row by row). Exactly once: the server transaction takes an advisory lock first (loads queue),
+    reads the ledgers (raw.loaded_files, raw.protocol_files) and the keys the dedupe rules look up
+    (message ids in raw.events, violation keys in raw.violations) in that same transaction, and
+    writes the rows with their ledger rows in one commit; an error or a crash before it leaves
+    the server as it was."""
+    name = target(environ)
+    if name != "postgres":
+        raise ValueError(f"corral load: no loader for target {name!r} (CORRAL_TARGET); targets with a loader: duckdb, postgres")
+    with closing(connect_postgres(environ)) as pg, closing(duckdb.connect(":memory:")) as mem, tempfile.TemporaryDirectory() as tmp:
+        mem.execute(RAW_DDL)
+        mem.execute("set TimeZone = 'UTC'")
+        pg.execute("select pg_advisory_xact_lock(hashtext(%s))", [LOAD_LOCK])
+        work = Path(tmp)
+        for table in ("loaded_files", "protocol_files"):
+            _pull(pg, mem, work, f"select * from raw.{table}", f"insert into raw.{table} select * from {{csv}}")
+            mem.execute(f"create temp table _pulled_{table} as select file_sha256 from raw.{table}")
+        _pull(pg, mem, work, "select distinct message_id from raw.events where message_id is not null",
+              f"insert into raw.events (message_id, source_id, loaded_at, landing_file, landing_line) "
+              f"select column0, '', now()::timestamp, {MIRRORED}, 0 from {{csv}}")
+        _pull(pg, mem, work, "select distinct message_id, property_path, rule from raw.violations",
+              f"insert into raw.violations (message_id, property_path, rule, source_id, action, received_at, loaded_at, landing_file, landing_line) "
+              f"select column0, column1, column2, '', '', now()::timestamp, now()::timestamp, {MIRRORED}, 0 from {{csv}}")
+        result = run(mem)
+        new_rows = {
+            "events": f"landing_file <> {MIRRORED}",
+            "violations": f"landing_file <> {MIRRORED}",
+            "loaded_files": "file_sha256 not in (select file_sha256 from _pulled_loaded_files)",
+            "protocol_files": "file_sha256 not in (select file_sha256 from _pulled_protocol_files)",
+        }
+        for table in RAW_TABLES:
+            _push(mem, pg, work, table, new_rows.get(table, "true"))
+        pg.commit()
+    return result
+
+
+def _pull(pg, mem: duckdb.DuckDBPyConnection, work: Path, query: str, insert: str) -> None:  # pg: psycopg.Connection
+    path = work / "pulled.csv"
+    with path.open("wb") as out, pg.cursor() as cur, cur.copy(f"copy ({query}) to stdout (format csv)") as copy:
+        for chunk in copy:
+            out.write(chunk)
+    if path.stat().st_size:
+        mem.execute(insert.format(csv=f"read_csv('{path}', header = false, all_varchar = true, delim = ',', quote = '\"', escape = '\"')"))
+
+
+def _push(mem: duckdb.DuckDBPyConnection, pg, work: Path, table: str, condition: str) -> None:  # pg: psycopg.Connection
+    columns = [row[0] for row in mem.execute(f"describe raw.{table}").fetchall()]
+    path = work / f"{table}.csv"
+    mem.execute(f"copy (select {', '.join(columns)} from raw.{table} where {condition}) to '{path}' (format csv, header false)")
+    if not path.stat().st_size:
+        return
+    with pg.cursor() as cur, cur.copy(f"copy raw.{table} ({', '.join(columns)}) from stdin (format csv)") as copy, path.open("rb") as rows:
+        while chunk := rows.read(COPY_CHUNK):
+            copy.write(chunk)

@@ -1,7 +1,10 @@
-"""The embedded DuckDB warehouse: connection and the `raw` schema the loaders own."""
+"""The warehouse: the embedded DuckDB file (default) or the server CORRAL_TARGET names
+(`postgres`, profiles.yml), and the `raw` schema the loaders own."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import duckdb
@@ -141,4 +144,47 @@ def connect(home: CorralHome, read_only: bool = False) -> duckdb.DuckDBPyConnect
         con = duckdb.connect(str(home.warehouse))
         con.execute(RAW_DDL)
     con.execute("set TimeZone = 'UTC'")
+    return con
+
+
+# --- other targets: the raw schema on the server `corral build` uses (profiles.yml) -------------
+
+# Tables the loader writes, in the order a load copies them to a server target.
+RAW_TABLES = ("events", "load_errors", "violations", "rejected_events", "replayed_events", "loaded_files", "protocol_files")
+
+
+def target(environ: Mapping[str, str] | None = None) -> str:
+    """The dbt target in use (CORRAL_TARGET, default duckdb), which is also where loads go."""
+    return ((os.environ if environ is None else environ).get("CORRAL_TARGET") or "duckdb").strip()
+
+
+def postgres_conninfo(environ: Mapping[str, str] | None = None) -> str:
+    """libpq connection string of the `postgres` target, from the env vars profiles.yml reads."""
+    from psycopg.conninfo import make_conninfo
+
+    env = os.environ if environ is None else environ
+    return make_conninfo(
+        host=env.get("CORRAL_PG_HOST", "127.0.0.1"),
+        port=env.get("CORRAL_PG_PORT", "5432"),
+        user=env.get("CORRAL_PG_USER", "corral"),
+        password=env.get("CORRAL_PG_PASSWORD", ""),
+        dbname=env.get("CORRAL_PG_DBNAME", "corral"),
+        connect_timeout=10,
+    )
+
+
+def connect_postgres(environ: Mapping[str, str] | None = None):  # -> psycopg.Connection
+    """A connection to the `postgres` target with the raw schema created (RAW_DDL is portable
+    SQL: varchar, json, timestamp, bigint), in UTC, not in autocommit."""
+    import psycopg
+
+    con = psycopg.connect(postgres_conninfo(environ), autocommit=True)
+    con.execute("set TimeZone = 'UTC'")
+    if not con.execute("select 1 from information_schema.tables where table_schema = 'raw' and table_name = 'protocol_files'").fetchone():
+        con.execute("select pg_advisory_lock(hashtext('corral.raw.ddl'))")  # two first loads at once
+        try:
+            con.execute(RAW_DDL)
+        finally:
+            con.execute("select pg_advisory_unlock(hashtext('corral.raw.ddl'))")
+    con.autocommit = False
     return con

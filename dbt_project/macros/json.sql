@@ -111,7 +111,7 @@
 {%- endmacro %}
 
 {% macro postgres__json_object_agg(key, value) -%}
-    jsonb_object_agg({{ key }}, {{ value }}::jsonb)
+    json_object_agg({{ key }}, ({{ value }})::json order by {{ key }})
 {%- endmacro %}
 
 {#- json_array_agg(value): the values aggregated into one JSON array, sorted. -#}

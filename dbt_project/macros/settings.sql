@@ -47,6 +47,20 @@
     double
 {%- endmacro %}
 
+{#- The contracts' `varchar` (marts with enforced contracts declare it): Postgres turns trim() and
+    JSON values into `text`, which an incremental build would take for a changed column type. -#}
+{% macro type_varchar() -%}
+    {{ return(adapter.dispatch('type_varchar', 'corral')()) }}
+{%- endmacro %}
+
+{% macro default__type_varchar() -%}
+    varchar
+{%- endmacro %}
+
+{% macro spark__type_varchar() -%}
+    string
+{%- endmacro %}
+
 {#- This build's start time as a timestamp (microseconds), the same in every model of a run. -#}
 {% macro build_time() -%}
     cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as {{ dbt.type_timestamp() }})

@@ -93,7 +93,7 @@ summary as (
         {% if anchor == 'user_id' %}max(case when identifier_type = 'user_id' and node_id = profile_id then identifier_value end){% else %}cast(null as {{ dbt.type_string() }}){% endif %} as user_id,
         min(first_seen_at) as first_identified_at,
         count(*) as identifier_count,
-        sum(case when identifier_type = 'anonymous_id' then 1 else 0 end) as anonymous_id_count
+        count(case when identifier_type = 'anonymous_id' then 1 end) as anonymous_id_count
     from identifiers
     group by profile_id
 
