@@ -126,7 +126,7 @@ def run_sync(
     clock = time.monotonic()
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     state.fold(con, sync)  # answers of a run that stopped before folding them (a crash) count first
-    _start_run(con, result, started)
+    start_run(con, result, started)
     try:
         state.build_plan(con, sync, full)
         result.changes = state.plan_counts(con, sync)
@@ -151,7 +151,7 @@ def run_sync(
             state.fold(con, sync)
         finally:
             result.duration_seconds = time.monotonic() - clock
-            _finish_run(con, result)
+            finish_run(con, result)
     return result
 
 
@@ -366,7 +366,7 @@ class _Committer:
             self.cursor.close()
 
 
-def _start_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:
+def start_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:
     con.execute(
         "insert into corral_sync.runs (run_id, sync_name, started_at, status, dry_run, full_resync, planned, added, changed,"
         " removed, unchanged, sent, succeeded, failed, rejected, skipped, state_folded)"
@@ -375,7 +375,7 @@ def _start_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: d
     )
 
 
-def _finish_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult) -> None:
+def finish_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult) -> None:
     c = result.changes
     con.execute(
         """

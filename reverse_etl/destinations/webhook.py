@@ -6,7 +6,9 @@ secret in `<prefix>_SHARED_SECRET` adds `X-Signature: hex(HMAC-SHA1(secret, body
 `batch_size` (default 500, at most 5,000).
 
 Body: `{"type": "corral.sync", "sync", "operation", "records": [...]}`; a removal carries only
-the primary key field. Headers `webhook-id` (derived from the body, so a retried batch keeps
+the primary key field. Event syncs (`mode: events`) post `{"type": "corral.events", "sync",
+"events": [...]}`: Segment-spec messages in order, each with its `messageId` (the idempotency
+key), answered the same way (one result per event). Headers `webhook-id` (derived from the body, so a retried batch keeps
 its id and the receiver can dedupe), `webhook-timestamp`, `webhook-signature: v1,<base64>`.
 A 2xx confirms every record, unless the receiver answers `{"results": [{"ok": bool, "error"?,
 "id"?}, ...]}`, one per record, for per-record outcomes. 429 and 5xx are retried (Retry-After
@@ -37,7 +39,8 @@ from reverse_etl.destinations.base import (
     RetryableError,
     raise_for_transient,
 )
-from reverse_etl.syncs import SyncConfigError, SyncSpec
+from reverse_etl.destinations.event_base import EventCapabilities, EventDestination, json_bytes
+from reverse_etl.syncs import EventSyncSpec, SyncConfigError, SyncSpec
 
 
 def json_value(value: Any) -> Any:
@@ -56,13 +59,22 @@ def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes
     return "v1," + base64.b64encode(digest).decode()
 
 
-class WebhookDestination(Destination):
+class WebhookDestination(Destination, EventDestination):
     name: ClassVar[str] = "webhook"
     capabilities: ClassVar[Capabilities] = Capabilities(modes=frozenset({"upsert", "insert", "update", "mirror", "add_remove"}),
                                                         batch_size=500, max_concurrency=4)
+    event_capabilities: ClassVar[EventCapabilities] = EventCapabilities(batch_size=500)
 
     def check(self, sync: SyncSpec) -> None:
         super().check(sync)
+        size = self._check_settings(sync)
+        self.capabilities = Capabilities(**{**self.capabilities.__dict__, "batch_size": size})  # type: ignore[misc]
+
+    def check_events(self, sync: EventSyncSpec) -> None:
+        size = self._check_settings(sync)
+        self.event_capabilities = EventCapabilities(**{**self.event_capabilities.__dict__, "batch_size": size})  # type: ignore[misc]
+
+    def _check_settings(self, sync: SyncSpec | EventSyncSpec) -> int:
         size = sync.settings.get("batch_size", 500)
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 5000:
             raise SyncConfigError(f"sync {sync.name!r}: settings.batch_size must be a whole number from 1 to 5,000, got {size!r}")
@@ -76,13 +88,19 @@ class WebhookDestination(Destination):
             raise SyncConfigError(f"sync {sync.name!r}: {prefix}_SECRET must be whsec_ followed by base64") from None
         if self.client is None:
             raise SyncConfigError(f"sync {sync.name!r}: the webhook destination needs an HTTP client")
-        self.capabilities = Capabilities(**{**self.capabilities.__dict__, "batch_size": size})  # type: ignore[misc]
+        return size
 
     @staticmethod
-    def _prefix(sync: SyncSpec) -> str:
+    def _prefix(sync: SyncSpec | EventSyncSpec) -> str:
         return str(sync.settings.get("env_prefix") or "WEBHOOK")
 
     def open(self, sync: SyncSpec, schema: pa.Schema) -> None:
+        self._open(sync)
+
+    def open_events(self, sync: EventSyncSpec) -> None:
+        self._open(sync)
+
+    def _open(self, sync: SyncSpec | EventSyncSpec) -> None:
         self.sync = sync
         prefix = self._prefix(sync)
         self.url = self.env[f"{prefix}_URL"]
@@ -99,6 +117,16 @@ class WebhookDestination(Destination):
             records = [{k: v for k, v in row.items() if k != "destination_id"} for row in rows]
         body = json.dumps({"type": "corral.sync", "sync": self.sync.name, "operation": operation, "records": records},
                           separators=(",", ":"), default=json_value).encode()
+        return self._results(self._post(body), keys)
+
+    def send_events(self, events: list[dict[str, Any]], encoded: list[bytes]) -> list[RecordResult]:
+        assert self.client is not None
+        head = json_bytes({"type": "corral.events", "sync": self.sync.name})[:-1]
+        body = head + b',"events":[' + b",".join(encoded) + b"]}"
+        return self._results(self._post(body), [str(event["messageId"]) for event in events])
+
+    def _post(self, body: bytes) -> httpx.Response:
+        assert self.client is not None
         message_id = "msg_" + hashlib.sha256(body).hexdigest()[:32]
         timestamp = int(time.time())
         headers = {
@@ -118,7 +146,7 @@ class WebhookDestination(Destination):
         raise_for_transient(response, "webhook")
         if response.status_code >= 300:
             raise BatchRejected(f"webhook: HTTP {response.status_code} (redirects are not followed)")
-        return self._results(response, keys)
+        return response
 
     @staticmethod
     def _results(response: httpx.Response, keys: list[str]) -> list[RecordResult]:
