@@ -219,9 +219,9 @@ def advance_cursor(con: duckdb.DuckDBPyConnection, sync: EventSyncSpec, conditio
             from seen left join deliveries as d on d.message_id = seen.message_id
             where seen.passes and (d.status is null or d.status = 'failed')
             union all
-            select d.loaded_at, d.message_id
+            select d.loaded_at, d.message_id  -- failed before, still there and still passing the filters, wherever it is
             from deliveries as d inner join {sync.relation} as e on e.message_id = d.message_id
-            where d.status = 'failed'
+            where d.status = 'failed' and coalesce({condition}, false)
         ),
         first_pending as (
             select loaded_at, message_id from pending order by loaded_at, message_id limit 1
