@@ -31,7 +31,7 @@ from dagster_defs.traits import FilterError, parse_filter
 # Segment-spec names of the event fields, and the mart columns they read (profile_events).
 EVENT_FIELDS = {
     "event": "event_name", "type": "message_type", "name": "page_name", "userid": "user_id", "anonymousid": "anonymous_id",
-    "messageid": "message_id", "timestamp": "occurred_at", "receivedat": "received_at",
+    "messageid": "message_id", "receivedat": "received_at",  # the event time is occurred_at (timestamp is an SQL keyword)
 }
 JSON_FIELDS = ("properties", "traits", "context")
 PROFILE_EVENT_COLUMNS = (  # the profile_events contract (dbt_project/models/marts/core/_core__models.yml)
