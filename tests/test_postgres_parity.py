@@ -1,0 +1,223 @@
+"""The same project on DuckDB and on PostgreSQL gives the same results, row for row.
+
+One home, one demo data set (the small one tests/test_pipeline.py builds), loaded and built twice
+through the `corral` command: on the embedded DuckDB warehouse (the default target) and on a real
+PostgreSQL server (CORRAL_TARGET=postgres; the session fixture `postgres` in conftest.py starts
+one on a loopback port with its data in a temp dir, and stops it afterwards).
+
+What is compared: every table of the schemas `marts` and `audiences` (all marts: profiles,
+profile_events, profile_identifiers, profile_merges, profile_traits, sessions, page_views,
+audiences, audience_memberships, audience_events, audience_sizes, the protocols marts, and every
+audience model) and the raw tables the loader writes (`raw.events`, `raw.loaded_files`,
+`raw.load_errors`, `raw.violations`, `raw.rejected_events`): the same tables, the same columns
+in the same order, and the same multiset of rows, every value equal:
+
+- ids (profile ids, session ids, surrogate keys: md5 hex on both) and text exactly;
+- counts and other integers exactly (Postgres `numeric` sums are read as numbers, DuckDB
+  `hugeint` too);
+- timestamps exactly, to the microsecond (both are UTC, without time zone);
+- floats (revenue sums and averages, durations) within a relative 1e-9: the engines add doubles
+  in different orders;
+- JSON (traits, properties, unique-list traits) as parsed JSON values, key order ignored.
+
+Canonical order: rows are sorted by all their values (None first, floats rounded to 6 places for
+the sort only), then compared pairwise. Not compared, because they say when a build or a load ran,
+not what it found, and differ between any two runs on the same engine: `loaded_at` (load time),
+`profiled_at`, `updated_at`, `computed_at`, `merged_at` (build start), and the audience history's
+build-stamped columns (`audience_events.occurred_at` and `audience_event_id`, a hash of it;
+`audience_sizes.audience_size_id`, likewise; `audience_memberships.entered_at`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+
+from conftest import create_postgres_database
+from dagster_defs.cli import main
+from loaders.home import CorralHome
+from loaders.synthetic import DemoSpec, write_ndjson
+
+pytestmark = pytest.mark.slow
+SPEC = DemoSpec(users=150, days=30, seed=3)
+SCHEMAS = ("marts", "audiences")
+RAW_TABLES = ("events", "loaded_files", "load_errors", "violations", "rejected_events")
+BUILD_TIME_COLUMNS = {"loaded_at", "profiled_at", "updated_at", "computed_at", "merged_at"}
+BUILD_STAMPED = {
+    "audience_events": {"occurred_at", "audience_event_id"},
+    "audience_sizes": {"audience_size_id"},
+    "audience_memberships": {"entered_at"},
+}
+FLOAT_TOLERANCE = 1e-9
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, postgres: dict[str, str]) -> Iterator[tuple[CorralHome, dict[str, str]]]:
+    home = CorralHome(tmp_path_factory.mktemp("parity") / "home")
+    server = create_postgres_database(postgres, "corral_parity")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CORRAL_HOME", str(home.root))
+        write_ndjson(SPEC, home.landing / "demo")
+        mp.delenv("CORRAL_TARGET", raising=False)
+        assert main(["load"]) == 0
+        assert main(["build", "--as-of", SPEC.end.isoformat()]) == 0
+        mp.setenv("CORRAL_TARGET", "postgres")
+        for name, value in server.items():
+            mp.setenv(name, value)
+        assert main(["load"]) == 0
+        assert main(["build", "--as-of", SPEC.end.isoformat()]) == 0
+        yield home, server
+
+
+def duckdb_tables(home: CorralHome) -> dict[tuple[str, str], tuple[list[str], set[str], list[tuple[Any, ...]]]]:
+    """(schema, table) -> (columns, JSON columns, rows) of the compared tables on DuckDB."""
+    tables = {}
+    with closing(duckdb.connect(str(home.warehouse), read_only=True)) as con:
+        names = con.execute(
+            "select table_schema, table_name from information_schema.tables where table_schema in ('marts', 'audiences')"
+            " or (table_schema = 'raw' and table_name in ?)", [list(RAW_TABLES)]
+        ).fetchall()
+        for schema, table in names:
+            described = con.execute(f'describe "{schema}"."{table}"').fetchall()
+            columns = [row[0] for row in described]
+            json_columns = {row[0] for row in described if row[1] == "JSON"}
+            tables[(schema, table)] = (columns, json_columns, con.execute(f'select * from "{schema}"."{table}"').fetchall())
+    return tables
+
+
+def postgres_tables(server: dict[str, str]) -> dict[tuple[str, str], tuple[list[str], set[str], list[tuple[Any, ...]]]]:
+    tables = {}
+    with psycopg.connect(host=server["CORRAL_PG_HOST"], port=server["CORRAL_PG_PORT"], user=server["CORRAL_PG_USER"],
+                         dbname=server["CORRAL_PG_DBNAME"]) as con:
+        names = con.execute(
+            "select table_schema, table_name from information_schema.tables where table_schema in ('marts', 'audiences')"
+            " or (table_schema = 'raw' and table_name = any(%s))", [list(RAW_TABLES)]
+        ).fetchall()
+        for schema, table in names:
+            described = con.execute(
+                "select column_name, data_type from information_schema.columns where table_schema = %s and table_name = %s"
+                " order by ordinal_position", [schema, table]
+            ).fetchall()
+            columns = [row[0] for row in described]
+            json_columns = {row[0] for row in described if row[1] in ("json", "jsonb")}
+            tables[(schema, table)] = (columns, json_columns, con.execute(f'select * from "{schema}"."{table}"').fetchall())
+    return tables
+
+
+def canonical(value: Any, is_json: bool) -> Any:
+    """A value as compared: JSON parsed and re-serialized with sorted keys, numerics as int or
+    float, everything else as the driver gave it."""
+    if value is None:
+        return None
+    if is_json:
+        return json.dumps(json.loads(value) if isinstance(value, (str, bytes)) else value, sort_keys=True)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, datetime, date)):
+        return value
+    return value
+
+
+def sort_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(
+        (0, "") if v is None else (1, round(v, 6)) if isinstance(v, (int, float)) and not isinstance(v, bool) else (2, str(v))
+        for v in row
+    )
+
+
+def same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=FLOAT_TOLERANCE, abs_tol=FLOAT_TOLERANCE)
+    return a == b
+
+
+def compared_rows(table: str, columns: list[str], json_columns: set[str], rows: list[tuple[Any, ...]]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    skipped = BUILD_TIME_COLUMNS | BUILD_STAMPED.get(table, set())
+    keep = [i for i, c in enumerate(columns) if c not in skipped]
+    kept = [tuple(canonical(row[i], columns[i] in json_columns) for i in keep) for row in rows]
+    return [columns[i] for i in keep], sorted(kept, key=sort_key)
+
+
+def test_every_mart_is_the_same_on_duckdb_and_postgres(built: tuple[CorralHome, dict[str, str]]) -> None:
+    home, server = built
+    on_duckdb, on_postgres = duckdb_tables(home), postgres_tables(server)
+    assert sorted(on_postgres) == sorted(on_duckdb)
+    assert len([t for t in on_duckdb if t[0] in SCHEMAS]) >= 20, "every mart and audience model"
+    filled = set()
+    for (schema, table), (columns, json_columns, rows) in sorted(on_duckdb.items()):
+        pg_columns, pg_json_columns, pg_rows = on_postgres[(schema, table)]
+        assert pg_columns == columns, f"{schema}.{table}: columns differ"
+        json_any = json_columns | pg_json_columns
+        names, expected = compared_rows(table, columns, json_any, rows)
+        _, got = compared_rows(table, pg_columns, json_any, pg_rows)
+        assert len(got) == len(expected), f"{schema}.{table}: {len(got)} rows on Postgres, {len(expected)} on DuckDB"
+        for want, have in zip(expected, got):
+            if not all(same_value(a, b) for a, b in zip(want, have)):
+                diffs = {n: (a, b) for n, a, b in zip(names, want, have) if not same_value(a, b)}
+                pytest.fail(f"{schema}.{table}: first differing row (DuckDB, Postgres) per column: {diffs}")
+        if rows:
+            filled.add(f"{schema}.{table}")
+    # the demo has no tracking plan, no invalid lines and (one build) no merges: those stay empty on both
+    must_fill = {"marts.profiles", "marts.profile_events", "marts.profile_identifiers", "marts.profile_traits", "marts.sessions",
+                 "marts.page_views", "marts.audiences", "marts.audience_memberships", "marts.audience_events", "marts.audience_sizes",
+                 "audiences.cart_abandoners", "audiences.engaged_visitors", "audiences.high_value_customers",
+                 "audiences.recently_inactive_customers", "audiences.repeat_buyers", "raw.events", "raw.loaded_files"}
+    assert must_fill <= filled, f"the demo data must fill these: {sorted(must_fill - filled)}"
+
+
+def test_identity_resolution_takes_the_same_rounds(built: tuple[CorralHome, dict[str, str]]) -> None:
+    """Both engines run the same set-based rounds: the logs of the two builds report the same
+    round counts (O(log diameter), not one per hop)."""
+    home, _ = built
+    log = (home.root / "dbt" / "logs" / "dbt.log").read_text()
+    rounds = [line.split("identity resolution: ", 1)[1].strip() for line in log.splitlines() if "identity resolution: " in line and "round" in line]
+    assert len(rounds) >= 2 and len(rounds) % 2 == 0, rounds
+    half = len(rounds) // 2
+    assert rounds[:half] == rounds[half:], rounds
+
+
+def test_a_second_postgres_load_loads_nothing(built: tuple[CorralHome, dict[str, str]], capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exactly once on the server too: the ledger is read from Postgres, so the same landing
+    files load nothing the second time."""
+    home, server = built
+    monkeypatch.setenv("CORRAL_HOME", str(home.root))
+    monkeypatch.setenv("CORRAL_TARGET", "postgres")
+    for name, value in server.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert main(["load"]) == 0
+    assert "0 rows loaded" in capsys.readouterr().out
+    with psycopg.connect(host=server["CORRAL_PG_HOST"], port=server["CORRAL_PG_PORT"], user="corral", dbname=server["CORRAL_PG_DBNAME"]) as con:
+        assert con.execute("select count(*) = count(distinct message_id) from raw.events").fetchone() == (True,)
+        assert con.execute("select count(*) from raw.loaded_files").fetchone() == (len(list((home.landing / "demo").glob("*.ndjson"))),)
+
+
+def test_an_invalid_file_loads_nothing_on_postgres(built: tuple[CorralHome, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home, server = built
+    monkeypatch.setenv("CORRAL_HOME", str(home.root))
+    monkeypatch.setenv("CORRAL_TARGET", "postgres")
+    for name, value in server.items():
+        monkeypatch.setenv(name, value)
+    good = {"type": "track", "event": "E", "userId": "u-new", "messageId": "parity-new-1"}
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text(json.dumps(good) + "\n" + "{not json\n")
+    with psycopg.connect(host=server["CORRAL_PG_HOST"], port=server["CORRAL_PG_PORT"], user="corral", dbname=server["CORRAL_PG_DBNAME"]) as con:
+        before = con.execute("select (select count(*) from raw.events), (select count(*) from raw.loaded_files)").fetchone()
+    assert main(["load", str(bad)]) == 1  # all or nothing, as on DuckDB
+    with psycopg.connect(host=server["CORRAL_PG_HOST"], port=server["CORRAL_PG_PORT"], user="corral", dbname=server["CORRAL_PG_DBNAME"]) as con:
+        assert con.execute("select (select count(*) from raw.events), (select count(*) from raw.loaded_files)").fetchone() == before
+    assert main(["load", "--skip-invalid", str(bad)]) == 0
+    with psycopg.connect(host=server["CORRAL_PG_HOST"], port=server["CORRAL_PG_PORT"], user="corral", dbname=server["CORRAL_PG_DBNAME"]) as con:
+        assert con.execute("select count(*) from raw.events where message_id = 'parity-new-1'").fetchone() == (1,)
+        assert con.execute("select line, reason from raw.load_errors where path = %s", [str(bad.resolve())]).fetchall() == [(2, "malformed JSON")]
