@@ -111,6 +111,8 @@ def cmd_replay_rejected(args: argparse.Namespace, home: CorralHome) -> int:
     from loaders.protocols import load_plans, plans_directory
     from loaders.replay import replay_rejected
 
+    if target() != "duckdb":  # it reads raw.events and lands through the embedded loader: not on a server yet
+        raise ValueError(f"replay-rejected runs on the embedded DuckDB warehouse only, not on target {target()!r} (CORRAL_TARGET)")
     plans = load_plans(plans_directory())  # a broken plan stops here, naming file and line
     with closing(connect(home)) as con:
         result = replay_rejected(con, home, plans, source=args.source, dry_run=args.dry_run)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -179,12 +180,32 @@ def connect_postgres(environ: Mapping[str, str] | None = None):  # -> psycopg.Co
     import psycopg
 
     con = psycopg.connect(postgres_conninfo(environ), autocommit=True)
-    con.execute("set TimeZone = 'UTC'")
-    if not con.execute("select 1 from information_schema.tables where table_schema = 'raw' and table_name = 'protocol_files'").fetchone():
-        con.execute("select pg_advisory_lock(hashtext('corral.raw.ddl'))")  # two first loads at once
-        try:
-            con.execute(RAW_DDL)
-        finally:
-            con.execute("select pg_advisory_unlock(hashtext('corral.raw.ddl'))")
-    con.autocommit = False
+    try:
+        zone, collation = con.execute(
+            "select current_setting('TimeZone'), datcollate from pg_database where datname = current_database()"
+        ).fetchone()
+        if zone != "UTC":
+            # dbt's sessions (current_timestamp when corral_as_of is not set) must read time in UTC,
+            # as DuckDB's do (profiles.yml): the database's default, set once by its owner
+            try:
+                con.execute("do $$ begin execute format('alter database %I set timezone to %L', current_database(), 'UTC'); end $$")
+            except psycopg.Error as exc:
+                warnings.warn(f"Postgres: could not make UTC the database's time zone ({exc}); run dbt with PGTZ=UTC", stacklevel=2)
+        if collation not in ("C", "POSIX", "C.UTF-8", "C.utf8"):
+            warnings.warn(
+                f"Postgres: the database collates text as {collation!r}; DuckDB compares bytes. Ties broken by text "
+                "(most frequent values, first/last picks) can then differ from DuckDB; create the database with "
+                "`createdb --locale=C --template=template0` for identical results", stacklevel=2,
+            )
+        con.execute("set TimeZone = 'UTC'")
+        if not con.execute("select 1 from information_schema.tables where table_schema = 'raw' and table_name = 'protocol_files'").fetchone():
+            con.execute("select pg_advisory_lock(hashtext('corral.raw.ddl'))")  # two first loads at once
+            try:
+                con.execute(RAW_DDL)
+            finally:
+                con.execute("select pg_advisory_unlock(hashtext('corral.raw.ddl'))")
+        con.autocommit = False
+    except BaseException:
+        con.close()
+        raise
     return con
