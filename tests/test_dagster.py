@@ -63,6 +63,7 @@ def test_definitions_hold_the_whole_flow() -> None:
     for group, members in groups.items():
         for key in members:
             assert graph.get(AssetKey(key)).group_name == group, key
+    assert {graph.get(key).group_name for key in graph.get_all_asset_keys()} == {*groups, "protocols"}, "no asset left in 'default'"
     # dbt descriptions and owners, and the syncs' owners, reach the UI
     audience = graph.get(AssetKey(["audiences", "high_value_customers"]))
     assert audience.owners and audience.description
