@@ -128,8 +128,7 @@ def run_sync(
     state.fold(con, sync)  # answers of a run that stopped before folding them (a crash) count first
     start_run(con, result, started)
     try:
-        state.build_plan(con, sync, full)
-        result.changes = state.plan_counts(con, sync)
+        result.changes = state.build_plan(con, sync, full, keep_unchanged=destination.capabilities.snapshot)
         result.operations = state.operation_counts(con, sync)
         sendable = {op: n for op, n in result.operations.items() if op not in ("baseline", "forget")}
         result.planned = sum(sendable.values())

@@ -110,11 +110,13 @@ def check_keys(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> None:
         raise SyncConfigError(f"sync {sync.name!r}: primary key {sync.primary_key!r} of model {sync.model!r} must be unique and not null; found {shown}")
 
 
-def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncSpec, full: bool) -> None:
+def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncSpec, full: bool, keep_unchanged: bool = False) -> dict[str, int]:
     """Diff the mart against the sync's state into plan__<sync>: record_key, row_hash (null for
     a removed row), destination_id, change (added, changed, removed, unchanged, rejected,
     dropped), operation (what to do: a destination operation, baseline, forget, or null) and
-    the mapped fields under their destination names."""
+    the mapped fields under their destination names. Unchanged rows are counted but not kept
+    (an unchanged re-sync of millions of rows writes nothing) unless `full` resends them or
+    `keep_unchanged` (snapshot destinations take every row). Returns the count per change."""
     fields = ", ".join(f"{quote(column)} as {quote(target)}" for column, target in sync.mapping.items())
     hashed = ", ".join(f"{quote(column)} := {quote(column)}" for column in sync.mapping)
     operations = MODE_OPERATIONS[sync.mode]
@@ -172,14 +174,18 @@ def build_plan(con: duckdb.DuckDBPyConnection, sync: SyncSpec, full: bool) -> No
                 when 'rejected' then case when row_hash is null then null else {resend} end
             end as operation
         from diffed
+        {"" if full or keep_unchanged else "where change <> 'unchanged'"}
         """,
         {"sync": sync.name},
     )
-
-
-def plan_counts(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> dict[str, int]:
-    rows = con.execute(f"select change, count(*) from {plan_table(sync)} group by change").fetchall()
-    return {change: count for change, count in rows}
+    counts = {change: count for change, count in con.execute(f"select change, count(*) from {plan_table(sync)} group by change").fetchall()}
+    if not (full or keep_unchanged):  # every current row is in the plan but the unchanged ones
+        current, planned = con.execute(
+            f"select (select count(*) from {sync.relation}), (select count(*) from {plan_table(sync)} where row_hash is not null)"
+        ).fetchone()
+        if current > planned:
+            counts["unchanged"] = current - planned
+    return counts
 
 
 def operation_counts(con: duckdb.DuckDBPyConnection, sync: SyncSpec) -> dict[str, int]:
