@@ -90,9 +90,9 @@ def prepare(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(EVENT_DDL)
 
 
-def check_event_sync(con: duckdb.DuckDBPyConnection, sync: EventSyncSpec) -> tuple[list[str], str]:
+def check_event_sync(con: duckdb.DuckDBPyConnection, sync: EventSyncSpec, takes: frozenset[str] | None = None) -> tuple[list[str], str]:
     """The model's columns and the SQL condition an event must meet to be sent (forwarded
-    types and filters); SyncConfigError names the sync and the problem."""
+    types the destination `takes`, and filters); SyncConfigError names the sync and the problem."""
     try:
         columns = [row[0] for row in con.execute(f"describe select * from {sync.relation}").fetchall()]
     except duckdb.Error as exc:
@@ -100,11 +100,13 @@ def check_event_sync(con: duckdb.DuckDBPyConnection, sync: EventSyncSpec) -> tup
     if missing := [c for c in REQUIRED_COLUMNS if c not in columns]:
         raise SyncConfigError(f"sync {sync.name!r}: model {sync.model!r} has no column(s) {', '.join(missing)}; event syncs read profile_events")
     types = [*ALWAYS_FORWARDED, *(["group"] if "group_id" in columns else []), *(["alias"] if "previous_id" in columns else [])]
+    types = [t for t in types if takes is None or t in takes]
     try:
         filters = sync.filters.where_sql(columns)
     except FilterError as error:
         raise SyncConfigError(f"sync {sync.name!r}: filter refused before running: {error}") from None
-    condition = f"coalesce(e.message_type in ({', '.join(repr(t) for t in types)}), false) and {filters}"
+    forwarded = f"coalesce(e.message_type in ({', '.join(repr(t) for t in types)}), false)" if types else "false"
+    condition = f"{forwarded} and {filters}"
     try:
         con.execute(f"select count(*) from (select e.message_id from {sync.relation} as e where {condition} limit 0)").fetchall()
     except duckdb.Error as exc:
@@ -124,7 +126,7 @@ def run_event_sync(
     problems (filters included) raise SyncConfigError before anything is read or sent."""
     options = options or EngineOptions()
     destination.check_events(sync)
-    columns, condition = check_event_sync(con, sync)
+    columns, condition = check_event_sync(con, sync, destination.event_capabilities.types)
     prepare(con)
     result = SyncRunResult(sync=sync.name, run_id=uuid.uuid4().hex, dry_run=dry_run)
     clock = time.monotonic()

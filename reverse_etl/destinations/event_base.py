@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 class EventCapabilities:
     """`batch_size` events per request, at most `max_batch_bytes` per request body (the events'
     encoded sizes plus `envelope_bytes` and a separator each) and `max_event_bytes` per event;
-    `requests_per_second`/`burst` pace the sync."""
+    `requests_per_second`/`burst` pace the sync; `types`: the message types it takes (others are
+    left out in the warehouse, like a filter), all when None."""
 
     batch_size: int
     max_batch_bytes: int | None = None
@@ -39,6 +40,7 @@ class EventCapabilities:
     envelope_bytes: int = 256
     requests_per_second: float | None = None
     burst: float | None = None
+    types: frozenset[str] | None = None
 
 
 def json_bytes(value: Any) -> bytes:
