@@ -138,7 +138,8 @@ def run_event_sync(
         retried = _one(con.execute(f"select count(*) from ({sql}) where _attempts > 0", params))[0]
         result.changes = {"added": result.planned - retried, "changed": retried}
         if dry_run:
-            rows = con.sql(f"{sql}", params=params).fetch_arrow_table().slice(0, 5).to_pylist()
+            sample, _ = _candidates(sync, condition, columns, cursor, limit=5)
+            rows = con.sql(sample, params=params).to_arrow_table().to_pylist()
             result.samples = {"forward": [sync.filters.shape(build_event(row)) for row in rows]}
         elif result.planned:
             _forward(con, sync, destination, sql, params, result, options, clock)
@@ -183,7 +184,7 @@ def _window(sync: EventSyncSpec, cursor: Cursor) -> datetime | None:
     return None if cursor.loaded_at is None else cursor.loaded_at - timedelta(seconds=sync.overlap_seconds)
 
 
-def _candidates(sync: EventSyncSpec, condition: str, columns: list[str], cursor: Cursor) -> tuple[str, dict[str, Any]]:
+def _candidates(sync: EventSyncSpec, condition: str, columns: list[str], cursor: Cursor, limit: int | None = None) -> tuple[str, dict[str, Any]]:
     """The events to send this run, in order: passing `condition`, after the start, within the
     window or failed before, not settled."""
     order = "e.loaded_at, e.received_at, e.message_id" if "received_at" in columns else "e.loaded_at, e.message_id"
@@ -197,7 +198,7 @@ def _candidates(sync: EventSyncSpec, condition: str, columns: list[str], cursor:
             and (cast($start as timestamp) is null or e.loaded_at > cast($start as timestamp))
             and (d.status = 'failed' or cast($window as timestamp) is null or e.loaded_at >= cast($window as timestamp))
         order by {order}
-        limit {int(sync.max_events_per_run)}
+        limit {int(limit or sync.max_events_per_run)}
     """
     return sql, {"sync": sync.name, "start": cursor.start, "window": _window(sync, cursor)}
 

@@ -332,3 +332,19 @@ def test_event_syncs_are_declared_beside_record_syncs_and_kept_apart() -> None:
     exposures["exposure.c.a_events"]["meta"]["corral_sync"]["primary_key"] = "message_id"
     with pytest.raises(SyncConfigError, match="event syncs send whole events"):
         load_event_syncs(manifest)
+
+
+def test_a_dry_run_shows_what_would_go_and_sends_nothing(con: duckdb.DuckDBPyConnection, segment: FakeSegment, client: httpx.Client) -> None:
+    ids = land(con, 1, 8, T0)
+    run = forward(con, segment, client, spec(filters=[{"block": ["context.ip"]}]), dry_run=True)
+    assert (run.status, run.planned, run.sent, segment.requests) == ("success", 8, 0, 0)
+    assert [e["messageId"] for e in run.samples["forward"]] == ids[:5] and "ip" not in run.samples["forward"][0]["context"]
+    assert forward(con, segment, client).succeeded == 8  # the dry run moved nothing
+
+
+def test_a_run_sends_at_most_max_events_per_run_and_the_next_goes_on(con: duckdb.DuckDBPyConnection, segment: FakeSegment,
+                                                                     client: httpx.Client) -> None:
+    ids = land(con, 1, 25, T0)
+    sync = spec(max_events_per_run=10, settings={"batch_size": 4})
+    assert [forward(con, segment, client, sync).succeeded for _ in range(4)] == [10, 10, 5, 0]
+    assert segment.message_ids() == ids

@@ -88,6 +88,6 @@ class FakeAmplitude:
 
 @contextmanager
 def serve(fake: FakeAmplitude) -> Iterator[FakeAmplitude]:
-    with serve_http(fake.handle) as url:
+    with serve_http(lambda method, path, headers, body: fake.handle(method, path, headers, body)) as url:  # looked up per request: tests may wrap it
         fake.url = url
         yield fake

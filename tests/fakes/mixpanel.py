@@ -102,6 +102,6 @@ class FakeMixpanel:
 
 @contextmanager
 def serve(fake: FakeMixpanel) -> Iterator[FakeMixpanel]:
-    with serve_http(fake.handle) as url:
+    with serve_http(lambda method, path, headers, body: fake.handle(method, path, headers, body)) as url:  # looked up per request: tests may wrap it
         fake.url = url
         yield fake

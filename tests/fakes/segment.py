@@ -100,6 +100,6 @@ class FakeSegment:
 @contextmanager
 def serve(fake: FakeSegment) -> Iterator[FakeSegment]:
     """Run the fake on a free local port (fake.url is the base URL) until the block ends."""
-    with serve_http(fake.handle) as url:
+    with serve_http(lambda method, path, headers, body: fake.handle(method, path, headers, body)) as url:  # looked up per request: tests may wrap it
         fake.url = url
         yield fake
