@@ -72,3 +72,19 @@ def test_no_event_syncs_no_definitions(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps({"nodes": {}, "exposures": {}}))
     assert build_forwarding(path) == ([], [], [])
+
+
+def test_event_syncs_side_by_side_each_keep_their_own_cursor(home: CorralHome) -> None:
+    from test_event_forwarding import spec
+
+    from dagster_defs.forwarding import run_event_syncs
+
+    with connect(home) as con:
+        con.execute(PROFILE_EVENTS_DDL)
+        ids = land(con, 1, 400, datetime(2026, 11, 1, 12))
+    with serve_segment(FakeSegment()) as a, serve_segment(FakeSegment()) as b:
+        env = {"A_BASE_URL": a.url, "A_WRITE_KEY": WRITE_KEY, "B_BASE_URL": b.url, "B_WRITE_KEY": WRITE_KEY}
+        syncs = [spec(name=f"to_{p.lower()}", settings={"env_prefix": p, "batch_size": 7}) for p in ("A", "B")]
+        outcomes = [result for _, result in run_event_syncs(home, syncs, env)]
+        assert [getattr(r, "succeeded", r) for r in outcomes] == [400, 400]
+        assert a.message_ids() == b.message_ids() == ids
