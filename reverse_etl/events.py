@@ -106,7 +106,7 @@ def check_event_sync(con: duckdb.DuckDBPyConnection, sync: EventSyncSpec, takes:
     except FilterError as error:
         raise SyncConfigError(f"sync {sync.name!r}: filter refused before running: {error}") from None
     forwarded = f"coalesce(e.message_type in ({', '.join(repr(t) for t in types)}), false)" if types else "false"
-    condition = f"{forwarded} and {filters}"
+    condition = f"e.loaded_at is not null and {forwarded} and {filters}"  # a row without loaded_at has no place in the order
     try:
         con.execute(f"select count(*) from (select e.message_id from {sync.relation} as e where {condition} limit 0)").fetchall()
     except duckdb.Error as exc:

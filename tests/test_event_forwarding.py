@@ -348,3 +348,11 @@ def test_a_run_sends_at_most_max_events_per_run_and_the_next_goes_on(con: duckdb
     sync = spec(max_events_per_run=10, settings={"batch_size": 4})
     assert [forward(con, segment, client, sync).succeeded for _ in range(4)] == [10, 10, 5, 0]
     assert segment.message_ids() == ids
+
+
+def test_rows_without_loaded_at_are_left_out_and_hold_nothing_up(con: duckdb.DuckDBPyConnection, segment: FakeSegment, client: httpx.Client) -> None:
+    con.execute("create or replace table profile_events as select * from profile_events")  # no constraint on loaded_at, as in the mart
+    orphan = land(con, 1, 1, T0)
+    con.execute("update profile_events set loaded_at = null where message_id = ?", orphan)
+    ids = land(con, 2, 3, T0)
+    assert forward(con, segment, client).succeeded == 3 and segment.message_ids() == ids and orphan[0] not in segment.events()
