@@ -132,7 +132,9 @@ def run_event_sync(
     clock = time.monotonic()
     start_run(con, result, datetime.now(timezone.utc).replace(tzinfo=None))
     try:
-        cursor = advance_cursor(con, sync, condition, _cursor(con, sync))  # a run that died after committing answers is caught up
+        cursor = _cursor(con, sync, keep=not dry_run)  # a dry run leaves the cursor as it is
+        if not dry_run:
+            cursor = advance_cursor(con, sync, condition, cursor)  # a run that died after committing answers is caught up
         sql, params = _candidates(sync, condition, columns, cursor)
         result.planned = _one(con.execute(f"select count(*) from ({sql})", params))[0]
         retried = _one(con.execute(f"select count(*) from ({sql}) where _attempts > 0", params))[0]
@@ -143,7 +145,8 @@ def run_event_sync(
             result.samples = {"forward": [sync.filters.shape(build_event(row)) for row in rows]}
         elif result.planned:
             _forward(con, sync, destination, sql, params, result, options, clock)
-        cursor = advance_cursor(con, sync, condition, cursor)
+        if not dry_run:
+            cursor = advance_cursor(con, sync, condition, cursor)
         result.metadata = {"cursor_loaded_at": str(cursor.loaded_at), "cursor_message_id": cursor.message_id}
         if echo is not None:
             echo(f"{sync.name}: {result.succeeded:,} of {result.planned:,} events delivered, {result.failed + result.rejected:,} failed")
@@ -158,7 +161,8 @@ def run_event_sync(
     return result
 
 
-def _cursor(con: duckdb.DuckDBPyConnection, sync: EventSyncSpec) -> Cursor:
+def _cursor(con: duckdb.DuckDBPyConnection, sync: EventSyncSpec, keep: bool = True) -> Cursor:
+    """The sync's cursor; at its first run, its start (kept unless `keep` is false)."""
     row = _one(con.execute("select start_loaded_at, cursor_loaded_at, cursor_message_id from corral_sync.event_cursors where sync_name = $sync",
                            {"sync": sync.name}))
     if row:
@@ -170,7 +174,9 @@ def _cursor(con: duckdb.DuckDBPyConnection, sync: EventSyncSpec) -> Cursor:
     else:
         parsed = datetime.fromisoformat(sync.start)
         start = parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
-    con.execute("insert into corral_sync.event_cursors values ($sync, $start, null, null, now()::timestamp)", {"sync": sync.name, "start": start})
+    if keep:
+        con.execute("insert into corral_sync.event_cursors values ($sync, $start, null, null, now()::timestamp)",
+                    {"sync": sync.name, "start": start})
     return Cursor(start, None, None)
 
 

@@ -339,7 +339,8 @@ def test_a_dry_run_shows_what_would_go_and_sends_nothing(con: duckdb.DuckDBPyCon
     run = forward(con, segment, client, spec(filters=[{"block": ["context.ip"]}]), dry_run=True)
     assert (run.status, run.planned, run.sent, segment.requests) == ("success", 8, 0, 0)
     assert [e["messageId"] for e in run.samples["forward"]] == ids[:5] and "ip" not in run.samples["forward"][0]["context"]
-    assert forward(con, segment, client).succeeded == 8  # the dry run moved nothing
+    assert con.execute("select count(*) from corral_sync.event_cursors").fetchall() == [(0,)]  # the dry run kept nothing
+    assert forward(con, segment, client).succeeded == 8
 
 
 def test_a_run_sends_at_most_max_events_per_run_and_the_next_goes_on(con: duckdb.DuckDBPyConnection, segment: FakeSegment,
