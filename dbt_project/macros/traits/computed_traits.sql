@@ -118,6 +118,7 @@
             {{ json_extract_strings(column, paths) }} as {{ column }}_fields
             {%- endfor %}
         from {{ relation }}
+        {{ optimization_fence() }}
     ) as extracted
 {%- endmacro %}
 

@@ -53,6 +53,7 @@ campaigns as (
             ['campaign', 'content'], ['device', 'type']
         ]) }} as context_values
     from page_events
+    {{ optimization_fence() }}
 
 ),
 

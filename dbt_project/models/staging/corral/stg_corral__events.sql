@@ -50,6 +50,7 @@ parsed as (
             ['page', 'url'], ['page', 'path'], ['page', 'referrer'], ['page', 'title']
         ]) }} as context_values
     from deduplicated
+    {{ optimization_fence() }}
 
 ),
 
