@@ -6,14 +6,24 @@ syncs are reviewed like models. Credentials never appear there: destinations rea
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from reverse_etl.filters import EventFilters, FilterError, parse_filters
+if TYPE_CHECKING:
+    from reverse_etl.filters import EventFilters
+
+
+def _filters() -> ModuleType:
+    """reverse_etl.filters, imported when an event sync is read: it brings sqlglot, which record
+    syncs (and their memory budget) do without."""
+    return importlib.import_module("reverse_etl.filters")
+
 
 EVENTS_MODE = "events"  # an event sync: forwards new rows of profile_events (reverse_etl/events.py)
 EVENT_SETTINGS = {"destination", "mode", "settings", "filters", "start", "max_attempts", "deadline_seconds", "overlap_seconds",
@@ -57,7 +67,7 @@ class EventSyncSpec:
     model: str
     relation: str
     destination: str
-    filters: EventFilters = field(default_factory=EventFilters)
+    filters: EventFilters = field(default_factory=lambda: _filters().EventFilters())
     settings: dict[str, Any] = field(default_factory=dict)
     start: str = "now"
     max_attempts: int = 5
@@ -115,8 +125,8 @@ def _parse_events(exposure: dict[str, Any], config: dict[str, Any], manifest: di
         except ValueError:
             raise fail(f"start must be now, beginning or an ISO timestamp, got {start!r}") from None
     try:
-        filters = parse_filters(config.get("filters"))
-    except FilterError as error:
+        filters = _filters().parse_filters(config.get("filters"))
+    except _filters().FilterError as error:
         raise fail(f"refused before running: {error}") from None
     owner = exposure.get("owner") or {}
     return EventSyncSpec(
