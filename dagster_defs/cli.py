@@ -28,6 +28,14 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+def embedded_only(command: str) -> None:
+    """Commands that read or write the embedded warehouse file (syncs keep their state there) stop
+    on a server target rather than use a warehouse `corral build` does not."""
+    if target() != "duckdb":
+        raise ValueError(f"{command} works on the embedded DuckDB warehouse only, not yet on target {target()!r} "
+                         "(CORRAL_TARGET); on a server target use `corral load` and `corral build`")
+
+
 def cmd_load(args: argparse.Namespace, home: CorralHome) -> int:
     def run(con: duckdb.DuckDBPyConnection) -> LoadResult:
         if args.files:
@@ -76,6 +84,7 @@ def configured(home: CorralHome, sync: SyncSpec) -> str | None:
 
 
 def cmd_sync(args: argparse.Namespace, home: CorralHome) -> int:
+    embedded_only("sync")
     syncs = declared_syncs(ensure_manifest(home, echo=say))
     chosen = [find_sync(syncs, args.name)] if args.name else syncs
     if getattr(args, "configured_only", False):  # the demo: syncs to tools this machine has no credentials for are skipped, said so
@@ -111,8 +120,7 @@ def cmd_replay_rejected(args: argparse.Namespace, home: CorralHome) -> int:
     from loaders.protocols import load_plans, plans_directory
     from loaders.replay import replay_rejected
 
-    if target() != "duckdb":  # it reads raw.events and lands through the embedded loader: not on a server yet
-        raise ValueError(f"replay-rejected runs on the embedded DuckDB warehouse only, not on target {target()!r} (CORRAL_TARGET)")
+    embedded_only("replay-rejected")
     plans = load_plans(plans_directory())  # a broken plan stops here, naming file and line
     with closing(connect(home)) as con:
         result = replay_rejected(con, home, plans, source=args.source, dry_run=args.dry_run)
@@ -122,6 +130,7 @@ def cmd_replay_rejected(args: argparse.Namespace, home: CorralHome) -> int:
 
 
 def cmd_status(args: argparse.Namespace, home: CorralHome) -> int:
+    embedded_only("status")
     if not home.warehouse.exists():
         say(f"no warehouse yet at {home.warehouse}; run `corral demo` or `corral load FILES`")
         return 0
@@ -131,6 +140,7 @@ def cmd_status(args: argparse.Namespace, home: CorralHome) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, home: CorralHome) -> int:
+    embedded_only("demo")
     from loaders.synthetic import DemoSpec, write_ndjson
 
     started = time.monotonic()

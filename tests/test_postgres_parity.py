@@ -268,3 +268,14 @@ def test_identity_resolution_on_postgres_keeps_its_rounds_and_results(postgres: 
     assert len({p for (t, v), p in profiles.items() if v.startswith("chain-")}) == 1
     assert profiles[("device_id", "shared-device")] == profiles[("user_id", "u1")] != profiles[("user_id", "u2")]
     assert profiles[("anonymous_id", "a-late")] == profiles[("user_id", "u1")]
+
+
+@pytest.mark.parametrize("command", [["status"], ["sync"], ["replay-rejected"], ["demo", "--users", "5"]])
+def test_commands_on_the_embedded_warehouse_stop_on_a_server_target(command: list[str], home: CorralHome,
+                                                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Syncs, status, demo and replay read or write the embedded warehouse file: on a server target
+    they say so instead of using a warehouse `corral build` does not."""
+    monkeypatch.setenv("CORRAL_TARGET", "postgres")
+    assert main(command) == 1
+    assert "embedded DuckDB warehouse only" in capsys.readouterr().err
+    assert not home.root.exists() or not home.warehouse.exists()
