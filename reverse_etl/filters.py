@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from dagster_defs.traits import FilterError, parse_filter
+from reverse_etl.conditions import FilterError, parse_filter
 
 # Segment-spec names of the event fields, and the mart columns they read (profile_events).
 EVENT_FIELDS = {
