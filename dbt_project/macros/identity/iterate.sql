@@ -119,9 +119,10 @@
                 group by edges.lo
             )
             select root from centres
-            where widest_leaf = 1 and root not in (select hi from " ~ next ~ ")") }}
+            where widest_leaf = 1 and not exists (select 1 from " ~ next ~ " as inner_edges where inner_edges.hi = centres.root)") }}
         {% do run_query("insert into " ~ done ~ " (lo, hi) select lo, hi from " ~ next ~ " where lo in (select root from " ~ roots ~ ")") %}
-        {{ identity_replace_table(spare, "select lo, hi from " ~ next ~ " where lo not in (select root from " ~ roots ~ ")") }}
+        {#- not exists rather than `not in (subquery)`, which Postgres runs as a scan per row -#}
+        {{ identity_replace_table(spare, "select lo, hi from " ~ next ~ " as edges where not exists (select 1 from " ~ roots ~ " as settled where settled.root = edges.lo)") }}
         {%- set state.rounds = round + 1 -%}
         {%- set remaining = identity_count("select 1 from " ~ spare) -%}
         {%- set changed = remaining and identity_count("(select lo, hi from " ~ spare ~ " except select lo, hi from " ~ current ~ ") union all (select lo, hi from " ~ current ~ " except select lo, hi from " ~ spare ~ ")") -%}

@@ -34,7 +34,8 @@ deduplicated as (
     select * from ranked
     where copy_number = 1
     {%- if is_incremental() %}
-        and message_id not in (select message_id from {{ this }})
+        {#- not exists, not `not in (subquery)`: Postgres runs the latter as a scan of the whole table per new row #}
+        and not exists (select 1 from {{ this }} as staged where staged.message_id = ranked.message_id)
     {%- endif %}
 
 ),
