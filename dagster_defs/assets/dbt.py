@@ -10,6 +10,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
+from dagster_defs.dbt_runner import INDIRECT_SELECTION
 from dagster_defs.resources import WAREHOUSE_POOL, CorralResource
 from loaders.warehouse import connect
 
@@ -34,6 +35,9 @@ def build_dbt_assets(project: DbtProject) -> AssetsDefinition:
     def corral_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, corral: CorralResource) -> Iterator[Any]:
         # from the first audience on, events wait (in order) until dbt has let go of the
         # warehouse, so that each audience's output can carry the size counted then
+        # a sync's job builds only what the sync reads: its tests run when all they read is built
+        # (dagster-dbt sets the variable itself when a run deselects checks)
+        os.environ.setdefault("DBT_INDIRECT_SELECTION", INDIRECT_SELECTION)
         held: list[Any] = []
         for event in dbt.cli(["build"], context=context).stream():
             if held or (isinstance(event, Output) and context.asset_key_for_output(event.output_name) in audiences):
