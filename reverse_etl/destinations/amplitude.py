@@ -22,9 +22,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
-
-from reverse_etl.destinations.base import AuthorizationFailed, BatchRejected, RecordResult, RetryableError, raise_for_transient
+from reverse_etl.destinations.base import (
+    AuthorizationFailed,
+    BatchRejected,
+    RecordResult,
+    RetryableError,
+    raise_for_transient,
+    send_request,
+)
 from reverse_etl.destinations.event_base import EventCapabilities, EventDestination, json_bytes
 from reverse_etl.destinations.mixpanel import EVENT_NAMES, epoch_ms
 from reverse_etl.syncs import EventSyncSpec, SyncConfigError
@@ -99,13 +104,8 @@ class AmplitudeDestination(EventDestination):
         """None when every event was ingested; else the refused ones (index in `encoded`: why),
         the others not ingested and to be sent again."""
         body = self.head + b',"events":[' + b",".join(encoded) + b"]}"
-        try:
-            response = self.client.post(self.url, content=body, headers={"content-type": "application/json", "accept": "*/*"},  # type: ignore[union-attr]
-                                        follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"amplitude: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"amplitude: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, "POST", self.url, content=body, headers={"content-type": "application/json", "accept": "*/*"},
+                                what="amplitude")
         try:
             answer = response.json()
         except ValueError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
@@ -61,13 +61,25 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
             return max(0.0, float(value))
         except ValueError:
             try:
-                return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+                return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
             except (TypeError, ValueError):
                 return None
     for header in ("X-RateLimit-Reset-After", "RateLimit-Reset"):
         if response.headers.get(header, "").replace(".", "", 1).isdigit():
             return float(response.headers[header])
     return None
+
+
+def send_request(client: httpx.Client | None, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+    """One HTTP request, redirects not followed; a timeout or a connection failure is a
+    RetryableError naming `what` (the status of the answer is the caller's to judge)."""
+    assert client is not None, f"{what}: the destination needs an HTTP client"
+    try:
+        return client.request(method, url, follow_redirects=False, **kwargs)
+    except httpx.TimeoutException as exc:
+        raise RetryableError(f"{what}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def raise_for_transient(response: httpx.Response, what: str) -> None:
@@ -119,7 +131,7 @@ class Destination(ABC):
         """Snapshot destinations: whether the last delivered snapshot is still there."""
         return False
 
-    def open(self, sync: SyncSpec, schema: pa.Schema) -> None:  # noqa: B027 - optional hook
+    def open(self, sync: SyncSpec, schema: pa.Schema) -> None:
         """Prepare a run (create a job, open a file); `schema` is that of every batch."""
 
     @abstractmethod

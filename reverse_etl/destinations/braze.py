@@ -64,6 +64,7 @@ from reverse_etl.destinations.base import (
     RecordResult,
     RetryableError,
     retry_after_seconds,
+    send_request,
 )
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
@@ -228,12 +229,7 @@ class BrazeDestination(Destination):
         if wait > 0:
             raise RetryableError(f"braze {what}: X-RateLimit-Remaining was 0, waiting {wait:.1f} s for X-RateLimit-Reset", wait)
         body = json.dumps(payload, separators=(",", ":")).encode()
-        try:
-            response = self.client.post(self.base_url + path, content=body, headers=self.headers, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"braze {what}: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"braze {what}: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, "POST", self.base_url + path, content=body, headers=self.headers, what=f"braze {what}")
         reset = self._reset_in(response)
         status = response.status_code
         if reset is not None and response.headers.get("x-ratelimit-remaining", "").strip() in ("0", "-1"):

@@ -55,6 +55,7 @@ from reverse_etl.destinations.base import (
     RecordResult,
     RetryableError,
     retry_after_seconds,
+    send_request,
 )
 from reverse_etl.pacing import TokenBucket
 from reverse_etl.syncs import SyncConfigError, SyncSpec
@@ -193,12 +194,7 @@ class CustomerIoDestination(Destination):
         assert self.client is not None
         body = payload if isinstance(payload, bytes) else encoded(payload)
         self.bucket.acquire()
-        try:
-            response = self.client.post(self.base_url + path, content=body, headers=self.headers, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"customerio {what}: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"customerio {what}: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, "POST", self.base_url + path, content=body, headers=self.headers, what=f"customerio {what}")
         status = response.status_code
         if status == 429 or status >= 500:
             asked = retry_after_seconds(response)

@@ -38,6 +38,7 @@ from reverse_etl.destinations.base import (
     RecordResult,
     RetryableError,
     retry_after_seconds,
+    send_request,
 )
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
@@ -138,12 +139,7 @@ class HubSpotDestination(Destination):
         """One request; the JSON answer of a 2xx, else RetryableError or BatchRejected."""
         assert self.client is not None
         body = orjson.dumps(payload)
-        try:
-            response = self.client.request(method, self.base_url + path, content=body, headers=self.headers, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"hubspot {what}: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"hubspot {what}: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, method, self.base_url + path, content=body, headers=self.headers, what=f"hubspot {what}")
         status = response.status_code
         if status == 429 or status >= 500:
             asked = retry_after_seconds(response)

@@ -61,6 +61,7 @@ from reverse_etl.destinations.base import (
     RecordResult,
     RetryableError,
     retry_after_seconds,
+    send_request,
 )
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
@@ -242,12 +243,10 @@ class KlaviyoDestination(Destination):
                 raise AuthorizationFailed(self.refused)
             self.spacing.wait(endpoint)
             try:
-                response = self.client.request(method, url if url.startswith("http") else self.base_url + url, content=body,
-                                               params=params, headers=self.headers, follow_redirects=False)
-            except httpx.TimeoutException as exc:
-                error = RetryableError(f"klaviyo {what}: timed out ({type(exc).__name__})")
-            except httpx.TransportError as exc:
-                error = RetryableError(f"klaviyo {what}: {type(exc).__name__}: {exc}")
+                response = send_request(self.client, method, url if url.startswith("http") else self.base_url + url, content=body,
+                                        params=params, headers=self.headers, what=f"klaviyo {what}")
+            except RetryableError as exc:
+                error = exc
             else:
                 status = response.status_code
                 message = f"klaviyo {what}: HTTP {status}: {describe(response)}"

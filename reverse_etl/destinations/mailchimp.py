@@ -58,6 +58,7 @@ from reverse_etl.destinations.base import (
     RecordResult,
     RetryableError,
     retry_after_seconds,
+    send_request,
 )
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
@@ -175,12 +176,7 @@ class MailchimpDestination(Destination):
         else RetryableError, AuthorizationFailed or BatchRejected."""
         assert self.client is not None
         body = None if payload is None else json.dumps(payload, separators=(",", ":")).encode()
-        try:
-            response = self.client.request(method, self.base_url + path, content=body, headers=self.headers, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"mailchimp {what}: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"mailchimp {what}: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, method, self.base_url + path, content=body, headers=self.headers, what=f"mailchimp {what}")
         status = response.status_code
         if status == 429 or status >= 500:
             asked = retry_after_seconds(response)

@@ -23,12 +23,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
 
-from reverse_etl.destinations.base import AuthorizationFailed, BatchRejected, RecordResult, RetryableError, raise_for_transient
+from reverse_etl.destinations.base import (
+    AuthorizationFailed,
+    BatchRejected,
+    RecordResult,
+    raise_for_transient,
+    send_request,
+)
 from reverse_etl.destinations.event_base import EventCapabilities, EventDestination, json_bytes
 from reverse_etl.syncs import EventSyncSpec, SyncConfigError
 
@@ -44,7 +50,7 @@ def epoch_ms(timestamp: str | None) -> int | None:
     if not timestamp:
         return None
     parsed = datetime.fromisoformat(timestamp)
-    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 class MixpanelDestination(EventDestination):
@@ -106,12 +112,7 @@ class MixpanelDestination(EventDestination):
         keys = [str(event["messageId"]) for event in events]
         body = b"[" + b",".join(encoded) + b"]"
         headers = {"content-type": "application/json", "authorization": self.authorization, "accept": "application/json"}
-        try:
-            response = self.client.post(self.url, params=self.params, content=body, headers=headers, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"mixpanel: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"mixpanel: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, "POST", self.url, params=self.params, content=body, headers=headers, what="mixpanel")
         if response.status_code == 400:
             return self._partial(response, keys)
         raise_for_transient(response, "mixpanel")

@@ -71,6 +71,7 @@ from reverse_etl.destinations.base import (
     RecordResult,
     RetryableError,
     retry_after_seconds,
+    send_request,
 )
 from reverse_etl.pacing import TokenBucket
 from reverse_etl.syncs import SyncConfigError, SyncSpec
@@ -288,12 +289,7 @@ class SalesforceDestination(Destination):
         elif payload is not None:
             body, headers["content-type"] = json.dumps(payload, separators=(",", ":")).encode(), "application/json"
         self.bucket.acquire()
-        try:
-            response = self.client.request(method, self.base_url + path, content=body, headers=headers, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"salesforce {what}: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"salesforce {what}: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, method, self.base_url + path, content=body, headers=headers, what=f"salesforce {what}")
         if usage := response.headers.get("Sforce-Limit-Info"):
             self.usage = usage
         status = response.status_code

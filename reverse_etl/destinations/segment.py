@@ -19,9 +19,7 @@ from __future__ import annotations
 import base64
 from typing import Any, ClassVar
 
-import httpx
-
-from reverse_etl.destinations.base import BatchRejected, RecordResult, RetryableError, raise_for_transient
+from reverse_etl.destinations.base import BatchRejected, RecordResult, raise_for_transient, send_request
 from reverse_etl.destinations.event_base import EventCapabilities, EventDestination
 from reverse_etl.syncs import EventSyncSpec, SyncConfigError
 
@@ -62,12 +60,7 @@ class SegmentDestination(EventDestination):
         assert self.client is not None
         body = b'{"batch":[' + b",".join(encoded) + b"]}"
         headers = {"content-type": "application/json", "authorization": self.authorization, "user-agent": "corral-forwarding"}
-        try:
-            response = self.client.post(self.url, content=body, headers=headers, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"segment: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"segment: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, "POST", self.url, content=body, headers=headers, what="segment")
         raise_for_transient(response, "segment")
         if response.status_code >= 300:
             raise BatchRejected(f"segment: HTTP {response.status_code} (redirects are not followed)")

@@ -36,8 +36,8 @@ from reverse_etl.destinations.base import (
     Capabilities,
     Destination,
     RecordResult,
-    RetryableError,
     raise_for_transient,
+    send_request,
 )
 from reverse_etl.destinations.event_base import EventCapabilities, EventDestination, json_bytes
 from reverse_etl.syncs import EventSyncSpec, SyncConfigError, SyncSpec
@@ -137,12 +137,7 @@ class WebhookDestination(Destination, EventDestination):
         }
         if self.shared_secret:
             headers["X-Signature"] = hmac.new(self.shared_secret.encode(), body, hashlib.sha1).hexdigest()
-        try:
-            response = self.client.post(self.url, content=body, headers=headers, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"webhook: timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"webhook: {type(exc).__name__}: {exc}") from exc
+        response = send_request(self.client, "POST", self.url, content=body, headers=headers, what="webhook")
         raise_for_transient(response, "webhook")
         if response.status_code >= 300:
             raise BatchRejected(f"webhook: HTTP {response.status_code} (redirects are not followed)")
