@@ -12,16 +12,15 @@ from contextlib import closing
 from pathlib import Path
 
 import duckdb
-import httpx
 
 from dagster_defs.dbt_runner import DbtFailed, ensure_manifest, run_dbt
 from dagster_defs.summary import render, summarize
-from dagster_defs.syncing import declared_syncs, destination_env, run_syncs
+from dagster_defs.syncing import declared_event_syncs, declared_syncs, destination_env, not_configured, run_syncs
 from loaders.home import CorralHome
 from loaders.load import LoadError, LoadResult, describe, load_files, load_landing, load_on_server
 from loaders.warehouse import connect, target
-from reverse_etl.destinations import make_destination
-from reverse_etl.syncs import SyncConfigError, SyncSpec, find_sync
+from reverse_etl.engine import SyncRunResult
+from reverse_etl.syncs import EventSyncSpec, SyncConfigError, SyncSpec, find_sync
 
 
 def say(message: str) -> None:
@@ -73,23 +72,16 @@ def cmd_build(args: argparse.Namespace, home: CorralHome) -> int:
     return 0
 
 
-def configured(home: CorralHome, sync: SyncSpec) -> str | None:
-    """Why the sync's destination cannot run here (credentials not set, ...), or None."""
-    try:
-        with httpx.Client() as client:
-            make_destination(sync.destination, destination_env(home), client).check(sync)
-    except SyncConfigError as exc:
-        return str(exc)
-    return None
-
-
 def cmd_sync(args: argparse.Namespace, home: CorralHome) -> int:
     embedded_only("sync")
-    syncs = declared_syncs(ensure_manifest(home, echo=say))
+    manifest = ensure_manifest(home, echo=say)
+    syncs: list[SyncSpec | EventSyncSpec] = [*declared_syncs(manifest), *declared_event_syncs(manifest)]
     chosen = [find_sync(syncs, args.name)] if args.name else syncs
+    if args.full and args.name and isinstance(chosen[0], EventSyncSpec):
+        raise ValueError(f"--full does not apply to event sync {args.name!r}: it sends each event once, from its cursor on")
     if getattr(args, "configured_only", False):  # the demo: syncs to tools this machine has no credentials for are skipped, said so
         for sync in list(chosen):
-            if (reason := configured(home, sync)) is not None:
+            if (reason := not_configured(sync, destination_env(home))) is not None:
                 say(f"{sync.name}: skipped: {reason}")
                 chosen.remove(sync)
     failed = 0
@@ -98,22 +90,39 @@ def cmd_sync(args: argparse.Namespace, home: CorralHome) -> int:
             say(f"{sync.name}: not run: {result}")
             failed += 1
             continue
-        changes = ", ".join(f"{result.changes.get(c, 0):,} {c}" for c in ("added", "changed", "removed", "unchanged"))
-        if args.dry_run:
-            say(f"{sync.name}: would send {result.planned:,} records from {sync.model} to {sync.destination} ({sync.mode}: {changes})")
-            for operation, rows in result.samples.items():
-                say(f"  {operation} {result.operations[operation]:,}, e.g.:")
-                for row in rows:
-                    say(f"    {row}")
-            continue
-        where = f" → {result.metadata['path']}" if "path" in result.metadata else ""
-        rejected = f", {result.rejected:,} rejected after {sync.max_attempts} runs" if result.rejected else ""
-        say(f"{sync.name}: {result.status}: {changes}; {result.succeeded:,} of {result.planned:,} records delivered, "
-            f"{result.failed:,} failed{rejected}{where} in {result.duration_seconds:.2f}s")
-        for error in result.errors[:5]:
-            say(f"  {error}")
-        failed += result.status != "success"
+        for line in describe_run(sync, result):
+            say(line)
+        failed += not args.dry_run and result.status != "success"
     return 1 if failed else 0
+
+
+def describe_run(sync: SyncSpec | EventSyncSpec, result: SyncRunResult) -> list[str]:
+    """What one sync run did, for people: counts, where it went, the first errors."""
+    events = isinstance(sync, EventSyncSpec)
+    if result.dry_run:
+        what = "events" if events else "records"
+        lines = [f"{sync.name}: would send {result.planned:,} {what} from {sync.model} to {sync.destination} ({sync.mode}"
+                 + ("" if events else ": " + _changes(result)) + ")"]
+        for operation, rows in result.samples.items():
+            lines.append(f"  {operation} {result.operations.get(operation, result.planned):,}, e.g.:")
+            lines.extend(f"    {row}" for row in rows)
+        return lines
+    rejected = f", {result.rejected:,} rejected after {sync.max_attempts} attempts" if result.rejected else ""
+    if events:
+        retried = result.changes.get("changed", 0)
+        again = f" ({retried:,} retried from earlier runs)" if retried else ""
+        lines = [(f"{sync.name}: {result.status}: {result.succeeded:,} of {result.planned:,} new events forwarded to {sync.destination}"
+                  f"{again}, {result.failed:,} failed{rejected}; cursor at {result.metadata.get('cursor_loaded_at', '-')} "
+                  f"in {result.duration_seconds:.2f}s")]
+    else:
+        where = f" → {result.metadata['path']}" if "path" in result.metadata else ""
+        lines = [(f"{sync.name}: {result.status}: {_changes(result)}; {result.succeeded:,} of {result.planned:,} records delivered, "
+                  f"{result.failed:,} failed{rejected}{where} in {result.duration_seconds:.2f}s")]
+    return lines + [f"  {error}" for error in result.errors[:5]]
+
+
+def _changes(result: SyncRunResult) -> str:
+    return ", ".join(f"{result.changes.get(c, 0):,} {c}" for c in ("added", "changed", "removed", "unchanged"))
 
 
 def cmd_replay_rejected(args: argparse.Namespace, home: CorralHome) -> int:
@@ -216,10 +225,16 @@ def parser() -> argparse.ArgumentParser:
     )
     build.set_defaults(run=cmd_build)
 
-    sync = commands.add_parser("sync", help="run declared syncs (dbt exposures with meta.corral_sync)")
+    sync = commands.add_parser(
+        "sync", help="run declared syncs (dbt exposures with meta.corral_sync): audiences and traits, and event forwarding",
+        description="Runs record syncs (the model diffed against what the destination last confirmed) and event syncs "
+        "(mode: events: new profile_events rows since the sync's cursor, through its filters) side by side. "
+        "A sync that is already running elsewhere is refused, not run twice.",
+    )
     sync.add_argument("name", nargs="?", help="one sync (default: all)")
-    sync.add_argument("--dry-run", action="store_true", help="say what would be sent; send nothing")
-    sync.add_argument("--full", action="store_true", help="resend every row, not only changes (and retry rejected ones)")
+    sync.add_argument("--dry-run", action="store_true", help="say what would be sent, with samples; send nothing, move no cursor")
+    sync.add_argument("--full", action="store_true",
+                      help="record syncs: resend every row, not only changes (and retry rejected ones); not for event syncs")
     sync.set_defaults(run=cmd_sync)
 
     replay = commands.add_parser(

@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from reverse_etl import state
+from reverse_etl import leases, state
 from reverse_etl.destinations.base import (
     AuthorizationFailed,
     BatchRejected,
@@ -125,32 +125,36 @@ def run_sync(
     result = SyncRunResult(sync=sync.name, run_id=uuid.uuid4().hex, dry_run=dry_run, full=full)
     clock = time.monotonic()
     started = datetime.now(timezone.utc).replace(tzinfo=None)
-    state.fold(con, sync)  # answers of a run that stopped before folding them (a crash) count first
-    start_run(con, result, started)
+    leases.acquire(con, sync.name, result.run_id, sync.deadline_seconds)  # one run at a time per sync
     try:
-        result.changes = state.build_plan(con, sync, full, keep_unchanged=destination.capabilities.snapshot)
-        result.operations = state.operation_counts(con, sync)
-        sendable = {op: n for op, n in result.operations.items() if op not in ("baseline", "forget")}
-        result.planned = sum(sendable.values())
-        result.skipped = result.changes.get("rejected", 0) if not full else 0
-        if dry_run:
-            result.samples = _samples(con, sync, sendable)
-        elif destination.capabilities.snapshot:
-            _send_snapshot(con, sync, destination, result)
-        else:
-            state.apply_silent(con, sync)
-            _send_plan(con, sync, destination, sendable, result, options, echo, clock)
-        result.status = "failed" if (result.failed or result.rejected or result.stopped) else "success"
-    except Exception as exc:
-        result.status = "failed"
-        result.errors.insert(0, f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
+        state.fold(con, sync)  # answers of a run that stopped before folding them (a crash) count first
+        start_run(con, result, started)
         try:
-            state.fold(con, sync)
+            result.changes = state.build_plan(con, sync, full, keep_unchanged=destination.capabilities.snapshot)
+            result.operations = state.operation_counts(con, sync)
+            sendable = {op: n for op, n in result.operations.items() if op not in ("baseline", "forget")}
+            result.planned = sum(sendable.values())
+            result.skipped = result.changes.get("rejected", 0) if not full else 0
+            if dry_run:
+                result.samples = _samples(con, sync, sendable)
+            elif destination.capabilities.snapshot:
+                _send_snapshot(con, sync, destination, result)
+            else:
+                state.apply_silent(con, sync)
+                _send_plan(con, sync, destination, sendable, result, options, echo, clock)
+            result.status = "failed" if (result.failed or result.rejected or result.stopped) else "success"
+        except Exception as exc:
+            result.status = "failed"
+            result.errors.insert(0, f"{type(exc).__name__}: {exc}")
+            raise
         finally:
-            result.duration_seconds = time.monotonic() - clock
-            finish_run(con, result)
+            try:
+                state.fold(con, sync)
+            finally:
+                result.duration_seconds = time.monotonic() - clock
+                finish_run(con, result)
+    finally:
+        leases.release(con, sync.name, result.run_id)
     return result
 
 

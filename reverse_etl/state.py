@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from reverse_etl.destinations.base import REMOVALS
+from reverse_etl.leases import DDL as LEASES_DDL
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
 DDL = """
@@ -75,7 +76,7 @@ create table if not exists corral_sync.row_log (
 alter table corral_sync.row_log add column if not exists row_hash varchar;
 alter table corral_sync.row_log add column if not exists attempts integer;
 alter table corral_sync.runs add column if not exists state_folded boolean default true;
-"""
+""" + LEASES_DDL
 
 # What each mode does with each change. 'baseline': remember the row as delivered without
 # sending it (an update sync starts from what is there; an insert sync ignores changes);

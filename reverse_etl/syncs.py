@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from reverse_etl.filters import EventFilters
@@ -146,7 +146,10 @@ def _parse_events(exposure: dict[str, Any], config: dict[str, Any], manifest: di
     )
 
 
-def find_sync(syncs: list[SyncSpec], name: str) -> SyncSpec:
+AnySync = TypeVar("AnySync", "SyncSpec", "EventSyncSpec")
+
+
+def find_sync(syncs: Sequence[AnySync], name: str) -> AnySync:
     for sync in syncs:
         if sync.name == name:
             return sync

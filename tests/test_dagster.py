@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, AssetSpec, DagsterEventType, DagsterInstance, build_schedule_context, build_sensor_context, materialize
+from fakes import mixpanel
 from fakes.hubspot import TOKEN as HUBSPOT_TOKEN
 from fakes.hubspot import FakeHubSpot, serve
 
@@ -128,8 +129,10 @@ def test_dagster_validates_the_code_location(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_materializes_every_asset_in_process(home: CorralHome) -> None:
     write_ndjson(DemoSpec(users=60, days=14, seed=11), home.landing / "demo")
-    with serve(FakeHubSpot()) as hubspot:
-        defs = build_definitions({"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "HUBSPOT_BASE_URL": hubspot.url})
+    with serve(FakeHubSpot()) as hubspot, mixpanel.serve(mixpanel.FakeMixpanel()) as forwarded:
+        defs = build_definitions({"HUBSPOT_ACCESS_TOKEN": HUBSPOT_TOKEN, "HUBSPOT_BASE_URL": hubspot.url, "MIXPANEL_BASE_URL": forwarded.url,
+                                  "MIXPANEL_SERVICE_ACCOUNT_USER": mixpanel.USER, "MIXPANEL_SERVICE_ACCOUNT_SECRET": mixpanel.SECRET,
+                                  "MIXPANEL_PROJECT_ID": mixpanel.PROJECT})
         assets = [a for a in defs.assets or [] if not isinstance(a, AssetSpec)]
         result = materialize(assets, resources=defs.resources)
         assert result.success
@@ -151,6 +154,12 @@ def test_materializes_every_asset_in_process(home: CorralHome) -> None:
         assert isinstance(to_hubspot["duration_seconds"].value, float) and len(hubspot.contacts) == sizes["high_value_customers"]
         checks = result.get_asset_check_evaluations()
         assert checks and all(c.passed for c in checks)
+        [events] = [m.materialization.metadata for m in result.get_asset_materialization_events()
+                    if m.asset_key == AssetKey(["forwarding", "commerce_events_to_mixpanel"])]
+        with closing(connect(home, read_only=True)) as con:
+            funnel = con.execute("select count(*) from marts.profile_events where event_name in "
+                                 "('Product Viewed', 'Product Added', 'Checkout Started', 'Order Completed')").fetchone()[0]
+        assert funnel > 0 and events["succeeded"].value == funnel == len(forwarded.received)  # the event sync ran after the build
 
         # a failing sync fails its run with the destination's first errors
         with closing(connect(home)) as con:

@@ -72,7 +72,7 @@ def test_the_ui_shows_the_flow_and_runs_a_sync_with_what_it_needs(tmp_path: Path
         schedules = {s["name"]: (s["cronSchedule"], s["scheduleState"]["status"]) for s in node["schedules"]}
         assert schedules["sync_repeat_buyers_to_file_schedule"] == ("0 * * * *", "RUNNING")
         assert schedules["daily_build_schedule"] == ("0 3 * * *", "RUNNING")
-        assert {s["name"]: s["sensorState"]["status"] for s in node["sensors"]} == {"landing_sensor": "RUNNING"}
+        assert {s["name"]: s["sensorState"]["status"] for s in node["sensors"]} == {"landing_sensor": "RUNNING", "event_forwarding_sensor": "RUNNING"}
 
         selector = {"repositoryLocationName": node["location"]["name"], "repositoryName": node["name"],
                     "jobName": "sync_repeat_buyers_to_file"}

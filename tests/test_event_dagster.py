@@ -9,7 +9,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, Definitions, SkipReason, build_sensor_context, materialize
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, Definitions, RunRequest, SkipReason, build_sensor_context, materialize
 from dagster._core.test_utils import create_run_for_test
 from fakes.segment import WRITE_KEY, FakeSegment
 from fakes.segment import serve as serve_segment
@@ -60,12 +61,29 @@ def test_forwarding_definitions_materialize_and_a_down_destination_fails_only_it
 
 def test_the_sensor_asks_for_a_run_each_minute_and_skips_while_one_is_going(tmp_path: Path) -> None:
     (sensor,) = build_forwarding(manifest(tmp_path)).sensors
+    configured = {"UP_BASE_URL": "http://127.0.0.1:9", "UP_WRITE_KEY": WRITE_KEY, "DOWN_BASE_URL": "http://127.0.0.1:9", "DOWN_WRITE_KEY": WRITE_KEY}
+    resources = {"corral": CorralResource(home_dir=str(tmp_path / "home")), "destinations": DestinationsResource(overrides=configured)}
     with DagsterInstance.ephemeral() as instance:
-        requests = list(sensor(build_sensor_context(instance=instance)))
+        requests = list(sensor(build_sensor_context(instance=instance, resources=resources)))
         assert len(requests) == 1 and requests[0].run_key.startswith("forward-")
+        assert set(requests[0].asset_selection) == {AssetKey(["forwarding", "to_up"]), AssetKey(["forwarding", "to_down"])}
         create_run_for_test(instance, job_name=JOB_NAME, status=DagsterRunStatus.STARTED)
-        (skip,) = list(sensor(build_sensor_context(instance=instance)))
+        (skip,) = list(sensor(build_sensor_context(instance=instance, resources=resources)))
         assert isinstance(skip, SkipReason) and "still started" in str(skip.skip_message)
+
+
+def test_the_sensor_leaves_out_syncs_whose_destination_is_not_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("UP_WRITE_KEY", "DOWN_WRITE_KEY", "UP_BASE_URL", "DOWN_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (sensor,) = build_forwarding(manifest(tmp_path)).sensors
+    home = {"corral": CorralResource(home_dir=str(tmp_path / "home"))}
+    with DagsterInstance.ephemeral() as instance:
+        only_up = {**home, "destinations": DestinationsResource(overrides={"UP_WRITE_KEY": WRITE_KEY})}
+        (request,) = list(sensor(build_sensor_context(instance=instance, resources=only_up)))
+        assert isinstance(request, RunRequest) and request.asset_selection == [AssetKey(["forwarding", "to_up"])]
+        (skip,) = list(sensor(build_sensor_context(instance=instance, resources={**home, "destinations": DestinationsResource()})))
+        assert isinstance(skip, SkipReason)
+        assert "no event sync has its destination configured" in str(skip.skip_message) and "DOWN_WRITE_KEY" in str(skip.skip_message)
 
 
 def test_no_event_syncs_no_definitions(tmp_path: Path) -> None:
@@ -77,7 +95,7 @@ def test_no_event_syncs_no_definitions(tmp_path: Path) -> None:
 def test_event_syncs_side_by_side_each_keep_their_own_cursor(home: CorralHome) -> None:
     from test_event_forwarding import spec
 
-    from dagster_defs.forwarding import run_event_syncs
+    from dagster_defs.syncing import run_syncs
 
     with connect(home) as con:
         con.execute(PROFILE_EVENTS_DDL)
@@ -85,6 +103,6 @@ def test_event_syncs_side_by_side_each_keep_their_own_cursor(home: CorralHome) -
     with serve_segment(FakeSegment()) as a, serve_segment(FakeSegment()) as b:
         env = {"A_BASE_URL": a.url, "A_WRITE_KEY": WRITE_KEY, "B_BASE_URL": b.url, "B_WRITE_KEY": WRITE_KEY}
         syncs = [spec(name=f"to_{p.lower()}", settings={"env_prefix": p, "batch_size": 7}) for p in ("A", "B")]
-        outcomes = [result for _, result in run_event_syncs(home, syncs, env)]
+        outcomes = [result for _, result in run_syncs(home, syncs, env=env)]
         assert [getattr(r, "succeeded", r) for r in outcomes] == [400, 400]
         assert a.message_ids() == b.message_ids() == ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -17,6 +18,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from fakes import mixpanel
 from fakes.hubspot import TOKEN as HUBSPOT_TOKEN
 from fakes.hubspot import FakeHubSpot, serve
 
@@ -27,22 +29,32 @@ from identity_reference import resolve
 from traits_reference import profile_traits
 from loaders.home import CorralHome
 from loaders.synthetic import DemoSpec, write_ndjson
+from reverse_etl.destinations.mixpanel import insert_id
 
 pytestmark = pytest.mark.slow
 SPEC = DemoSpec(users=150, days=30, seed=3)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralHome]:
+def forwarded() -> Iterator[mixpanel.FakeMixpanel]:
+    with mixpanel.serve(mixpanel.FakeMixpanel()) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, forwarded: mixpanel.FakeMixpanel) -> Iterator[CorralHome]:
     home = CorralHome(tmp_path_factory.mktemp("pipeline") / "home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CORRAL_HOME", str(home.root))
         write_ndjson(SPEC, home.landing / "demo")
         assert main(["load"]) == 0
         assert main(["build", "--as-of", SPEC.end.isoformat()]) == 0
-        with serve(FakeHubSpot()) as hubspot:  # the project's HubSpot sync goes to a local fake
+        with serve(FakeHubSpot()) as hubspot:  # the project's HubSpot sync and its Mixpanel event sync go to local fakes
             mp.setenv("HUBSPOT_ACCESS_TOKEN", HUBSPOT_TOKEN)
             mp.setenv("HUBSPOT_BASE_URL", hubspot.url)
+            for name, value in {"BASE_URL": forwarded.url, "SERVICE_ACCOUNT_USER": mixpanel.USER,
+                                "SERVICE_ACCOUNT_SECRET": mixpanel.SECRET, "PROJECT_ID": mixpanel.PROJECT}.items():
+                mp.setenv(f"MIXPANEL_{name}", value)
             assert main(["sync"]) == 0
             assert hubspot.contacts, "the high-value customers reached HubSpot"
         yield home
@@ -179,6 +191,53 @@ def test_dry_run_and_unknown_sync(built: CorralHome, capsys: pytest.CaptureFixtu
     assert f"would send {size:,} records" in out and "upsert" in out
     assert main(["sync", "nope"]) == 1
     assert "no sync named 'nope'" in capsys.readouterr().err
+
+
+FUNNEL = ("Product Viewed", "Product Added", "Checkout Started", "Order Completed")
+
+
+def test_corral_sync_forwards_the_demo_event_sync_through_its_filters_once(built: CorralHome, forwarded: mixpanel.FakeMixpanel,
+                                                                         capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # what the declaration's filters say, applied in Python to the rows of the model the sync reads
+    rows = query(built, "select message_id, message_type, event_name, context from marts.profile_events")
+    expected = [m for m, kind, event, context in rows if kind == "track" and event in FUNNEL
+                and not str((json.loads(context or "{}").get("page") or {}).get("path") or "").lower().startswith("/internal")]
+    assert expected, "the demo has funnel events"
+    assert sorted(forwarded.insert_ids()) == sorted({insert_id(m) for m in expected})  # each once, nothing else
+    assert forwarded.violations == []
+    for event in forwarded.received:
+        assert event["event"] in FUNNEL
+        assert not {"email", "ip"} & set(event["properties"]), "blocked paths never leave the warehouse"
+    monkeypatch.setenv("CORRAL_HOME", str(built.root))
+    for name, value in {"BASE_URL": forwarded.url, "SERVICE_ACCOUNT_USER": mixpanel.USER,
+                        "SERVICE_ACCOUNT_SECRET": mixpanel.SECRET, "PROJECT_ID": mixpanel.PROJECT}.items():
+        monkeypatch.setenv(f"MIXPANEL_{name}", value)
+    before = forwarded.requests
+    capsys.readouterr()
+    assert main(["sync", "commerce_events_to_mixpanel"]) == 0
+    assert "commerce_events_to_mixpanel: success: 0 of 0 new events forwarded to mixpanel" in capsys.readouterr().out
+    assert forwarded.requests == before  # nothing new since the cursor: no request
+    assert main(["sync", "commerce_events_to_mixpanel", "--full"]) == 1
+    assert "--full does not apply to event sync 'commerce_events_to_mixpanel'" in capsys.readouterr().err
+    runs = query(built, "select status, succeeded from corral_sync.runs where sync_name = 'commerce_events_to_mixpanel' order by started_at")
+    assert runs == [("success", len(expected)), ("success", 0)]
+
+
+def test_demo_skips_syncs_without_credentials_and_says_why(built: CorralHome, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster_defs.cli import cmd_sync
+
+    monkeypatch.setenv("CORRAL_HOME", str(built.root))
+    for name in ("HUBSPOT_ACCESS_TOKEN", "MIXPANEL_PROJECT_TOKEN", "MIXPANEL_SERVICE_ACCOUNT_USER", "MIXPANEL_SERVICE_ACCOUNT_SECRET",
+                 "MIXPANEL_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    capsys.readouterr()
+    assert cmd_sync(argparse.Namespace(name=None, dry_run=False, full=False, configured_only=True), CorralHome(built.root)) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^high_value_customers_to_hubspot: skipped: .*HUBSPOT_ACCESS_TOKEN", out, re.MULTILINE)
+    assert re.search(r"^commerce_events_to_mixpanel: skipped: .*MIXPANEL_PROJECT_TOKEN", out, re.MULTILINE)
+    assert re.search(r"^repeat_buyers_to_file: success: ", out, re.MULTILINE)
 
 
 def test_homes_are_independent(home: CorralHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
