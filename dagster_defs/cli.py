@@ -167,7 +167,7 @@ def cmd_demo(args: argparse.Namespace, home: CorralHome) -> int:
     say(f"      {result.rows_loaded:,} rows loaded ({sum(1 for f in result.files if f.already_loaded_as)} file(s) already loaded)")
     say("[3/4] dbt build (staging → identity → marts → audiences, with tests) ...")
     run_dbt(home, ["build"], dbt_vars={"corral_as_of": spec.end.isoformat(sep=" ")}, echo=say)
-    say("[4/4] syncing audiences ...")
+    say("[4/4] syncing audiences and forwarding events ...")
     sync_args = argparse.Namespace(name=None, dry_run=False, full=False, configured_only=True)
     status = cmd_sync(sync_args, home)
     with closing(connect(home, read_only=True)) as con:

@@ -46,8 +46,24 @@ def summarize(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
         ).fetchall()
     except duckdb.CatalogException:
         runs = []
+    try:  # event syncs: what they forwarded in all, and how far their cursor is
+        cursors = {name: (total, at) for name, total, at in con.execute(
+            """
+            select c.sync_name, (select coalesce(sum(r.succeeded), 0) from corral_sync.runs as r where r.sync_name = c.sync_name
+                                 and not r.dry_run), c.cursor_loaded_at
+            from corral_sync.event_cursors as c
+            """
+        ).fetchall()}
+    except duckdb.CatalogException:
+        cursors = {}
     for name, status, ok, failed, finished in runs:
-        rows.append((f"sync {name}", f"{status}: {ok:,} rows synced, {failed:,} failed ({finished:%Y-%m-%d %H:%M} UTC)"))
+        when = f"({finished:%Y-%m-%d %H:%M} UTC)"
+        if name in cursors:
+            total, at = cursors[name]
+            rows.append((f"sync {name}", f"{status}: {ok:,} events forwarded ({total:,} in all, up to events loaded {at:%Y-%m-%d %H:%M}), "
+                                         f"{failed:,} failed {when}" if at else f"{status}: nothing forwarded yet {when}"))
+        else:
+            rows.append((f"sync {name}", f"{status}: {ok:,} rows synced, {failed:,} failed {when}"))
     return rows
 
 

@@ -222,6 +222,9 @@ def test_corral_sync_forwards_the_demo_event_sync_through_its_filters_once(built
     assert "--full does not apply to event sync 'commerce_events_to_mixpanel'" in capsys.readouterr().err
     runs = query(built, "select status, succeeded from corral_sync.runs where sync_name = 'commerce_events_to_mixpanel' order by started_at")
     assert runs == [("success", len(expected)), ("success", 0)]
+    assert main(["status"]) == 0
+    assert re.search(rf"sync commerce_events_to_mixpanel +success: 0 events forwarded \({len(expected):,} in all, up to events loaded 20",
+                     capsys.readouterr().out)
 
 
 def test_demo_skips_syncs_without_credentials_and_says_why(built: CorralHome, capsys: pytest.CaptureFixture[str],
