@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from loaders.home import CorralHome
@@ -25,6 +26,13 @@ def message(type_: str = "track", **fields: Any) -> dict[str, Any]:
         base["event"] = "Product Viewed"
     base.update(fields)
     return {k: v for k, v in base.items() if v is not ...}
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    """An HTTP client with short timeouts, for destinations talking to local fakes."""
+    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
+        yield c
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import pytest
 from fakes.braze import API_KEY, DELETE, SUBSCRIBE, TRACK, FakeBraze, serve
 from fakes.server import Scripted
 
+from sync_testing import FAST
+
 from reverse_etl.destinations import make_destination
 from reverse_etl.destinations.base import AuthorizationFailed, RetryableError
 from reverse_etl.destinations.braze import BrazeDestination
@@ -27,7 +29,6 @@ from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
 from reverse_etl.pacing import RetryPolicy
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
-FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
 GROUP = "sg-newsletter"
 MAPPING = {"id": "external_id", "email": "email", "first_name": "first_name", "spend": "total_spend", "vip": "is_vip",
            "signed_up": "signup_date", "last_seen": "last_seen_at"}
@@ -59,12 +60,6 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def braze() -> Iterator[FakeBraze]:
     with serve(FakeBraze(groups={GROUP: set()})) as fake:
         yield fake
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
-        yield c
 
 
 def env(fake: FakeBraze, **extra: str) -> dict[str, str]:

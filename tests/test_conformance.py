@@ -17,12 +17,11 @@ import httpx
 import pytest
 from conformance import PEOPLE_SQL, Case, Harness, normalize
 
-from reverse_etl.destinations import destinations, make_destination
-from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
-from reverse_etl.pacing import RetryPolicy
-from reverse_etl.syncs import SyncSpec
+from sync_testing import FAST
 
-FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
+from reverse_etl.destinations import destinations, make_destination
+from reverse_etl.engine import SyncRunResult, run_sync
+from reverse_etl.syncs import SyncSpec
 
 
 def cases() -> dict[str, Case]:

@@ -20,6 +20,8 @@ import pytest
 from fakes.customerio import API_KEY, SITE_ID, FakeCustomerIo
 from fakes.server import Scripted, serve_http
 
+from sync_testing import FAST
+
 from reverse_etl.destinations import make_destination
 from reverse_etl.destinations.base import RetryableError
 from reverse_etl.destinations.customerio import CustomerIoDestination
@@ -27,7 +29,6 @@ from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
 from reverse_etl.pacing import RetryPolicy
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
-FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
 SEGMENT = "42"
 MAPPING = {"id": "id", "email": "email", "first_name": "first_name", "spend": "spend", "vip": "vip", "signed_up": "signed_up",
            "last_seen": "last_seen_at"}
@@ -68,12 +69,6 @@ def cio(port: tuple[str, list[FakeCustomerIo]]) -> FakeCustomerIo:
     fake = FakeCustomerIo(segments={SEGMENT: set()}, url=port[0])
     port[1].append(fake)
     return fake
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
-        yield c
 
 
 def env(fake: FakeCustomerIo, **extra: str) -> dict[str, str]:

@@ -51,12 +51,6 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
-        yield c
-
-
-@pytest.fixture
 def segment() -> Iterator[FakeSegment]:
     with serve_segment(FakeSegment()) as fake:
         yield fake

@@ -17,6 +17,8 @@ import pytest
 from fakes.hubspot import TOKEN, UPSERT, FakeHubSpot, serve
 from fakes.server import Scripted
 
+from sync_testing import FAST
+
 from reverse_etl.destinations import make_destination
 from reverse_etl.destinations.base import RetryableError
 from reverse_etl.destinations.hubspot import HubSpotDestination
@@ -24,7 +26,6 @@ from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
 from reverse_etl.pacing import RetryPolicy
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
-FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
 LIST = "501"
 MAPPING = {"id": "corral_id", "email": "email", "first_name": "firstname", "spend": "total_spend", "vip": "is_vip",
            "signed_up": "signup_date", "last_seen": "last_seen_at"}
@@ -55,12 +56,6 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def hubspot() -> Iterator[FakeHubSpot]:
     with serve(FakeHubSpot(lists={LIST: set()})) as fake:
         yield fake
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
-        yield c
 
 
 def env(fake: FakeHubSpot, **extra: str) -> dict[str, str]:

@@ -20,6 +20,8 @@ import pytest
 from fakes.klaviyo import API_KEY, JOBS, FakeKlaviyo, serve
 from fakes.server import Scripted
 
+from sync_testing import FAST
+
 from reverse_etl.destinations import make_destination
 from reverse_etl.destinations.base import AuthorizationFailed, RetryableError
 from reverse_etl.destinations.klaviyo import REVISION, KlaviyoDestination
@@ -27,7 +29,6 @@ from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
 from reverse_etl.pacing import RetryPolicy
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
-FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
 LIST = "Y6nRLr"
 MAPPING = {"id": "external_id", "email": "email", "first_name": "first_name", "spend": "total_spend", "vip": "is_vip",
            "signed_up": "signup_date", "last_seen": "last_seen_at", "city": "location.city"}
@@ -60,12 +61,6 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def klaviyo() -> Iterator[FakeKlaviyo]:
     with serve(FakeKlaviyo(burst=20, steady=600, lists={LIST: set()})) as fake:
         yield fake
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
-        yield c
 
 
 def env(fake: FakeKlaviyo, **extra: str) -> dict[str, str]:

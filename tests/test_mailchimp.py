@@ -20,6 +20,8 @@ import pytest
 from fakes.mailchimp import API_KEY, LIST, FakeMailchimp
 from fakes.server import Scripted, serve_http
 
+from sync_testing import FAST
+
 from reverse_etl.destinations import make_destination
 from reverse_etl.destinations.base import RetryableError
 from reverse_etl.destinations.mailchimp import MailchimpDestination
@@ -27,7 +29,6 @@ from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
 from reverse_etl.pacing import RetryPolicy
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
-FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
 SEGMENT = "3301"
 MAPPING = {"id": "CORRAL_ID", "email": "email_address", "first_name": "FNAME", "spend": "SPEND", "vip": "vip", "signed_up": "SIGNUP",
            "last_seen": "LASTSEEN"}
@@ -73,12 +74,6 @@ def mailchimp(port: tuple[str, list[FakeMailchimp]]) -> FakeMailchimp:
     fake = FakeMailchimp(members={LIST: {}}, segments={LIST: {SEGMENT: set()}}, url=port[0])
     port[1].append(fake)
     return fake
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
-        yield c
 
 
 def env(fake: FakeMailchimp, **extra: str) -> dict[str, str]:

@@ -22,14 +22,14 @@ import pytest
 from fakes.salesforce import TOKEN, FakeSalesforce, concurrent_limit_exceeded, serve
 from fakes.server import Scripted
 
+from sync_testing import FAST
+
 from reverse_etl.destinations import make_destination
 from reverse_etl.destinations.base import RetryableError
 from reverse_etl.destinations.salesforce import SalesforceDestination, pacing
-from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
-from reverse_etl.pacing import RetryPolicy
+from reverse_etl.engine import SyncRunResult, run_sync
 from reverse_etl.syncs import SyncConfigError, SyncSpec
 
-FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
 MAPPING = {"id": "Corral_Id__c", "email": "Email", "first_name": "FirstName", "last_name": "LastName", "spend": "Spend__c",
            "vip": "VIP__c", "signed_up": "Signed_Up__c", "last_seen": "Last_Seen__c"}
 CONTACT = {"object": "Contact", "external_id_field": "Corral_Id__c"}
@@ -60,12 +60,6 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def fake() -> Iterator[FakeSalesforce]:
     with serve(FakeSalesforce(requests_per_second=200)) as fake:
         yield fake
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
-        yield c
 
 
 def env(fake: FakeSalesforce, **extra: str) -> dict[str, str]:

@@ -19,12 +19,11 @@ import pytest
 from fakes.server import Scripted
 from fakes.webhook import SECRET, FakeWebhook, serve
 
-from reverse_etl.destinations import make_destination
-from reverse_etl.engine import EngineOptions, SyncRunResult, run_sync
-from reverse_etl.pacing import RetryPolicy
-from reverse_etl.syncs import SyncConfigError, SyncSpec
+from sync_testing import FAST
 
-FAST = EngineOptions(retry=RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05), seed=1)
+from reverse_etl.destinations import make_destination
+from reverse_etl.engine import SyncRunResult, run_sync
+from reverse_etl.syncs import SyncConfigError, SyncSpec
 
 
 def spec(mode: str = "mirror", **overrides: Any) -> SyncSpec:
@@ -47,12 +46,6 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def hook() -> Iterator[FakeWebhook]:
     with serve(FakeWebhook(key_field="id", max_records=100)) as fake:
         yield fake
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=httpx.Timeout(2.0)) as c:
-        yield c
 
 
 def sync(con: duckdb.DuckDBPyConnection, hook: FakeWebhook, client: httpx.Client, sync_spec: SyncSpec | None = None,
