@@ -27,7 +27,7 @@ from reverse_etl.destinations.base import (
     BatchRejected,
     RecordResult,
     RetryableError,
-    raise_for_transient,
+    raise_for_status,
     send_request,
 )
 from reverse_etl.destinations.event_base import EventCapabilities, EventDestination, json_bytes
@@ -128,7 +128,7 @@ class AmplitudeDestination(EventDestination):
             if not refused:
                 raise BatchRejected(f"amplitude: HTTP 400: {error}")
             return refused
-        raise_for_transient(response, "amplitude")
+        raise_for_status(response, "amplitude")
         if response.status_code >= 300:
             raise BatchRejected(f"amplitude: HTTP {response.status_code} (redirects are not followed)")
         return None

@@ -3,8 +3,9 @@ nothing of diffs: it receives batches of mapped records and answers per record."
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -82,16 +83,38 @@ def send_request(client: httpx.Client | None, method: str, url: str, what: str, 
         raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
-def raise_for_transient(response: httpx.Response, what: str) -> None:
-    """429 and 5xx are RetryableError; any other non-2xx is BatchRejected, with the body."""
-    if response.is_success:
+def body_text(response: httpx.Response) -> str:
+    return response.text[:500]
+
+
+def raise_for_status(response: httpx.Response, what: str, describe: Callable[[httpx.Response], str] = body_text,
+                     throttled_pause: float | None = None, pause: Callable[[float], None] | None = None) -> None:
+    """How every HTTP destination reads a status: a 2xx returns; 429 and 5xx are RetryableError
+    (waiting what Retry-After or a rate-limit header asks, else `throttled_pause` after a 429,
+    and after a 429 `pause` makes every worker wait that long); 401 and 403 AuthorizationFailed;
+    any other status BatchRejected. Messages name `what` and the vendor's error (`describe`)."""
+    status = response.status_code
+    if 200 <= status < 300:
         return
-    body = response.text[:500]
-    if response.status_code == 429 or response.status_code >= 500:
-        raise RetryableError(f"{what}: HTTP {response.status_code}: {body}", retry_after_seconds(response))
-    if response.status_code in (401, 403):
-        raise AuthorizationFailed(f"{what}: HTTP {response.status_code}: {body}")
-    raise BatchRejected(f"{what}: HTTP {response.status_code}: {body}")
+    if status == 429 or status >= 500:
+        asked = retry_after_seconds(response)
+        wait = asked if asked is not None or status != 429 else throttled_pause
+        if status == 429 and wait and pause is not None:
+            pause(wait)
+        raise RetryableError(f"{what}: HTTP {status}: {describe(response)}", wait)
+    if status in (401, 403):
+        raise AuthorizationFailed(f"{what}: HTTP {status}: {describe(response)}")
+    raise BatchRejected(f"{what}: HTTP {status}: {describe(response)}")
+
+
+def json_answer(response: httpx.Response, what: str, loads: Callable[[bytes], Any] = json.loads) -> Any:
+    """The body of a successful answer as JSON ({} when empty), or BatchRejected saying it is not."""
+    if not response.content:
+        return {}
+    try:
+        return loads(response.content)
+    except ValueError:
+        raise BatchRejected(f"{what}: HTTP {response.status_code} with a body that is not JSON: {response.text[:200]!r}") from None
 
 
 @dataclass(frozen=True)

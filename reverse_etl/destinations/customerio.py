@@ -48,13 +48,12 @@ import httpx
 import pyarrow as pa
 
 from reverse_etl.destinations.base import (
-    AuthorizationFailed,
     BatchRejected,
     Capabilities,
     Destination,
     RecordResult,
-    RetryableError,
-    retry_after_seconds,
+    json_answer,
+    raise_for_status,
     send_request,
 )
 from reverse_etl.pacing import TokenBucket
@@ -195,21 +194,8 @@ class CustomerIoDestination(Destination):
         body = payload if isinstance(payload, bytes) else encoded(payload)
         self.bucket.acquire()
         response = send_request(self.client, "POST", self.base_url + path, content=body, headers=self.headers, what=f"customerio {what}")
-        status = response.status_code
-        if status == 429 or status >= 500:
-            asked = retry_after_seconds(response)
-            wait = asked if asked is not None or status != 429 else THROTTLED_PAUSE
-            if status == 429 and wait:
-                self.bucket.pause(wait)  # every worker waits, not only this one
-            raise RetryableError(f"customerio {what}: HTTP {status}: {describe(response)}", wait)
-        if status in (401, 403):
-            raise AuthorizationFailed(f"customerio {what}: HTTP {status}: {describe(response)}")
-        if not 200 <= status < 300:
-            raise BatchRejected(f"customerio {what}: HTTP {status}: {describe(response)}")
-        try:
-            return status, response.json() if response.content else {}
-        except ValueError:
-            raise BatchRejected(f"customerio {what}: HTTP {status} with a body that is not JSON: {response.text[:200]!r}") from None
+        raise_for_status(response, f"customerio {what}", describe, THROTTLED_PAUSE, pause=self.bucket.pause)  # every worker waits
+        return response.status_code, json_answer(response, f"customerio {what}")
 
     def _batch(self, rows: list[dict[str, Any]], keys: list[str], action: str) -> list[RecordResult]:
         answers: list[RecordResult | None] = [None] * len(rows)

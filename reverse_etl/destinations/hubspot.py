@@ -31,13 +31,12 @@ import orjson
 import pyarrow as pa
 
 from reverse_etl.destinations.base import (
-    AuthorizationFailed,
     BatchRejected,
     Capabilities,
     Destination,
     RecordResult,
-    RetryableError,
-    retry_after_seconds,
+    json_answer,
+    raise_for_status,
     send_request,
 )
 from reverse_etl.syncs import SyncConfigError, SyncSpec
@@ -140,19 +139,8 @@ class HubSpotDestination(Destination):
         assert self.client is not None
         body = orjson.dumps(payload)
         response = send_request(self.client, method, self.base_url + path, content=body, headers=self.headers, what=f"hubspot {what}")
-        status = response.status_code
-        if status == 429 or status >= 500:
-            asked = retry_after_seconds(response)
-            raise RetryableError(f"hubspot {what}: HTTP {status}: {describe(response)}",
-                                 asked if asked is not None or status != 429 else THROTTLED_PAUSE)
-        if status in (401, 403):  # a bad or revoked token, or a missing scope: every request would be refused
-            raise AuthorizationFailed(f"hubspot {what}: HTTP {status}: {describe(response)}")
-        if not 200 <= status < 300:
-            raise BatchRejected(f"hubspot {what}: HTTP {status}: {describe(response)}")
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise BatchRejected(f"hubspot {what}: HTTP {status} with a body that is not JSON: {response.text[:200]!r}") from None
+        raise_for_status(response, f"hubspot {what}", describe, THROTTLED_PAUSE)  # 401/403: a bad or revoked token, or a missing scope
+        return json_answer(response, f"hubspot {what}", orjson.loads)
 
     def _upsert(self, rows: list[dict[str, Any]], keys: list[str]) -> list[RecordResult]:
         answers: list[RecordResult | None] = [None] * len(rows)

@@ -56,8 +56,8 @@ from reverse_etl.destinations.base import (
     Capabilities,
     Destination,
     RecordResult,
-    RetryableError,
-    retry_after_seconds,
+    json_answer,
+    raise_for_status,
     send_request,
 )
 from reverse_etl.syncs import SyncConfigError, SyncSpec
@@ -177,19 +177,10 @@ class MailchimpDestination(Destination):
         assert self.client is not None
         body = None if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         response = send_request(self.client, method, self.base_url + path, content=body, headers=self.headers, what=f"mailchimp {what}")
-        status = response.status_code
-        if status == 429 or status >= 500:
-            asked = retry_after_seconds(response)
-            raise RetryableError(f"mailchimp {what}: HTTP {status}: {describe(response)}",
-                                 asked if asked is not None or status != 429 else THROTTLED_PAUSE)
-        if status in (401, 403):
-            raise AuthorizationFailed(f"mailchimp {what}: HTTP {status}: {describe(response)}")
-        if not (200 <= status < 300 or (status == 404 and missing_ok)):
-            raise BatchRejected(f"mailchimp {what}: HTTP {status}: {describe(response)}")
-        try:
-            return status, response.json() if response.content and status != 404 else {}
-        except ValueError:
-            raise BatchRejected(f"mailchimp {what}: HTTP {status} with a body that is not JSON: {response.text[:200]!r}") from None
+        if response.status_code == 404 and missing_ok:
+            return 404, {}
+        raise_for_status(response, f"mailchimp {what}", describe, THROTTLED_PAUSE)
+        return response.status_code, json_answer(response, f"mailchimp {what}")
 
     def _subscribe(self, rows: list[dict[str, Any]], keys: list[str]) -> tuple[list[RecordResult], list[str | None]]:
         """Subscribe or update the members; the results, and each record's email."""

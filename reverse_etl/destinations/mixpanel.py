@@ -32,7 +32,7 @@ from reverse_etl.destinations.base import (
     AuthorizationFailed,
     BatchRejected,
     RecordResult,
-    raise_for_transient,
+    raise_for_status,
     send_request,
 )
 from reverse_etl.destinations.event_base import EventCapabilities, EventDestination, json_bytes
@@ -115,7 +115,7 @@ class MixpanelDestination(EventDestination):
         response = send_request(self.client, "POST", self.url, params=self.params, content=body, headers=headers, what="mixpanel")
         if response.status_code == 400:
             return self._partial(response, keys)
-        raise_for_transient(response, "mixpanel")
+        raise_for_status(response, "mixpanel")
         if response.status_code >= 300:
             raise BatchRejected(f"mixpanel: HTTP {response.status_code} (redirects are not followed)")
         return [RecordResult(key, ok=True) for key in keys]

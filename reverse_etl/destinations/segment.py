@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 from typing import Any, ClassVar
 
-from reverse_etl.destinations.base import BatchRejected, RecordResult, raise_for_transient, send_request
+from reverse_etl.destinations.base import BatchRejected, RecordResult, raise_for_status, send_request
 from reverse_etl.destinations.event_base import EventCapabilities, EventDestination
 from reverse_etl.syncs import EventSyncSpec, SyncConfigError
 
@@ -61,7 +61,7 @@ class SegmentDestination(EventDestination):
         body = b'{"batch":[' + b",".join(encoded) + b"]}"
         headers = {"content-type": "application/json", "authorization": self.authorization, "user-agent": "corral-forwarding"}
         response = send_request(self.client, "POST", self.url, content=body, headers=headers, what="segment")
-        raise_for_transient(response, "segment")
+        raise_for_status(response, "segment")
         if response.status_code >= 300:
             raise BatchRejected(f"segment: HTTP {response.status_code} (redirects are not followed)")
         return [RecordResult(str(event["messageId"]), ok=True) for event in events]

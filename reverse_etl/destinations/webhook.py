@@ -36,7 +36,7 @@ from reverse_etl.destinations.base import (
     Capabilities,
     Destination,
     RecordResult,
-    raise_for_transient,
+    raise_for_status,
     send_request,
 )
 from reverse_etl.destinations.event_base import EventCapabilities, EventDestination, json_bytes
@@ -138,7 +138,7 @@ class WebhookDestination(Destination, EventDestination):
         if self.shared_secret:
             headers["X-Signature"] = hmac.new(self.shared_secret.encode(), body, hashlib.sha1).hexdigest()
         response = send_request(self.client, "POST", self.url, content=body, headers=headers, what="webhook")
-        raise_for_transient(response, "webhook")
+        raise_for_status(response, "webhook")
         if response.status_code >= 300:
             raise BatchRejected(f"webhook: HTTP {response.status_code} (redirects are not followed)")
         return response
