@@ -35,7 +35,7 @@ MAPPING = {"id": "CORRAL_ID", "email": "email_address", "first_name": "FNAME", "
 
 
 def spec(mode: str = "upsert", **overrides: Any) -> SyncSpec:
-    settings: dict[str, Any] = {"list_id": LIST, **({"segment_id": SEGMENT} if mode == "add_remove" else {})}
+    settings: dict[str, Any] = {"list_id": LIST, "status_if_new": "subscribed", **({"segment_id": SEGMENT} if mode == "add_remove" else {})}
     values: dict[str, Any] = {
         "name": "people_mailchimp", "model": "people", "relation": "main.people", "destination": "mailchimp", "mode": mode,
         "primary_key": "id", "mapping": MAPPING, "settings": settings,
@@ -178,6 +178,21 @@ def test_one_entry_per_member_no_email_and_unknown_merge_tags_fail_per_record(co
                                                          "field(s) CORRAL_ID)"))
 
 
+def test_consent_per_member_when_the_sync_sets_no_status_if_new(con: duckdb.DuckDBPyConnection, mailchimp: FakeMailchimp,
+                                                                client: httpx.Client) -> None:
+    con.execute("delete from people where id > 6")
+    con.execute("alter table people add column consent varchar")
+    con.execute("update people set consent = case when id <= 2 then 'subscribed' when id <= 4 then 'pending' end")  # 5, 6: unknown
+    per_member = spec(name="people_consent", settings={"list_id": LIST}, mapping={**MAPPING, "consent": "status_if_new"})
+    result = sync(con, mailchimp, client, per_member)
+    assert (result.succeeded, result.failed) == (4, 2)
+    held = {email: member["status"] for email, member in mailchimp.records().items()}
+    assert held == {"user1@example.com": "subscribed", "user2@example.com": "subscribed", "user3@example.com": "pending",
+                    "user4@example.com": "pending"}  # nobody whose consent is unknown was subscribed
+    assert {k: e for k, (s, _, e) in states(con, "people_consent").items() if s == "failed"} == dict.fromkeys(
+        ("5", "6"), "no status_if_new or status for this member, and no settings.status_if_new: its consent is not known")
+
+
 def test_mirror_archives_the_members_who_left_by_their_kept_hash(con: duckdb.DuckDBPyConnection, mailchimp: FakeMailchimp,
                                                                  client: httpx.Client) -> None:
     sync(con, mailchimp, client, spec("mirror"))
@@ -228,7 +243,7 @@ def test_add_remove_by_email_in_bulk_when_the_key_is_the_email(con: duckdb.DuckD
 
 def test_a_missing_segment_is_reported(con: duckdb.DuckDBPyConnection, mailchimp: FakeMailchimp, client: httpx.Client) -> None:
     con.execute("delete from people where id > 100")
-    result = sync(con, mailchimp, client, spec("add_remove", settings={"list_id": LIST, "segment_id": "999"}))
+    result = sync(con, mailchimp, client, spec("add_remove", settings={"list_id": LIST, "status_if_new": "subscribed", "segment_id": "999"}))
     assert (result.status, result.failed) == ("failed", 100)
     assert "segment 999 add: HTTP 404: Resource Not Found: The requested resource could not be found." in result.errors[0]
 
@@ -341,11 +356,14 @@ def test_the_data_center_comes_from_the_key() -> None:
         (spec(mapping={**MAPPING, "first_name": "first_name"}), None, "field\\(s\\) 'first_name' are neither member fields"),
         (spec(mapping={**MAPPING, "first_name": "FIRST_NAME_X"}), None, "field\\(s\\) 'FIRST_NAME_X' are neither"),
         (spec(settings={"list_id": LIST, "status_if_new": "archived"}), None, "settings.status_if_new must be one of"),
-        (spec("add_remove", settings={"list_id": LIST}), None, "mode add_remove needs settings.segment_id"),
+        (spec(settings={"list_id": LIST}), None, "set settings.status_if_new, .* 'subscribed' only if they consented"),
+        (spec("add_remove", settings={"list_id": LIST, "segment_id": SEGMENT}), None, "set settings.status_if_new"),
+        (spec("add_remove", settings={"list_id": LIST, "status_if_new": "pending"}), None, "mode add_remove needs settings.segment_id"),
         (spec("update"), None, "destination 'mailchimp' does not support mode 'update'"),
         (spec(), {"MAILCHIMP_MAX_CONNECTIONS": "0"}, "MAILCHIMP_MAX_CONNECTIONS must be a whole number of connections"),
     ],
-    ids=["no-key", "no-data-center", "no-list", "no-email", "merge-tag-case", "merge-tag-length", "status", "no-segment", "mode",
+    ids=["no-key", "no-data-center", "no-list", "no-email", "merge-tag-case", "merge-tag-length", "status", "no-consent-status",
+         "no-consent-status-segment", "no-segment", "mode",
          "connections"],
 )
 def test_configuration_errors_fail_before_sending(sync_spec: SyncSpec, environment: dict[str, str] | None, message: str,

@@ -8,9 +8,12 @@ suffix: `...-us21` -> us21), `MAILCHIMP_MAX_CONNECTIONS` (Mailchimp's limit is c
 a rate: 10 simultaneous connections per user, the default; the sync runs that many workers,
 each with one request in flight at a time).
 
-Settings: `list_id` (the audience, required), `status_if_new` (default `subscribed`; or
-`pending` for double opt-in, `unsubscribed`, `transactional`): the status of members the sync
-creates, never applied to existing ones (someone who unsubscribed stays unsubscribed). The
+Settings: `list_id` (the audience, required), `status_if_new` (required unless the mapping
+sends `status_if_new` or `status` per row: `subscribed` only for people who consented to
+marketing email, `pending` for double opt-in, `transactional`, `unsubscribed`): the status of
+members the sync creates, never applied to existing ones (someone who unsubscribed stays
+unsubscribed). It has no default on purpose: subscribing everyone a sync creates is a consent
+decision, not a default. The
 mapping must send some column to `email_address`: members are keyed by it. Fields named
 `status` (applied to existing members too), `status_if_new`, `language`, `email_type` and `vip`
 are member fields; every other field is a merge field and its name is the merge tag (upper
@@ -137,6 +140,10 @@ class MailchimpDestination(Destination):
         if bad := sorted(f for f in sync.mapping.values() if f not in MEMBER_FIELDS and not MERGE_TAG.fullmatch(f)):
             raise SyncConfigError(f"sync {sync.name!r}: field(s) {', '.join(map(repr, bad))} are neither member fields "
                                   f"({', '.join(MEMBER_FIELDS)}) nor merge tags (upper case letters, digits, _; at most 10 characters)")
+        if "status_if_new" not in sync.settings and not {"status", "status_if_new"} & set(sync.mapping.values()):
+            raise SyncConfigError(f"sync {sync.name!r}: set settings.status_if_new, the status of the members this sync creates: "
+                                  "'subscribed' only if they consented to marketing email, 'pending' to have Mailchimp ask them "
+                                  "(double opt-in), 'transactional' or 'unsubscribed' (or map a column to status_if_new per member)")
         if sync.settings.get("status_if_new", "subscribed") not in STATUSES:
             raise SyncConfigError(f"sync {sync.name!r}: settings.status_if_new must be one of {', '.join(STATUSES)}, "
                                   f"got {sync.settings.get('status_if_new')!r}")
@@ -158,7 +165,7 @@ class MailchimpDestination(Destination):
                         "content-type": "application/json", "accept": "application/json"}
         self.list_id = str(sync.settings["list_id"])
         self.segment_id = str(sync.settings.get("segment_id") or "").strip()
-        self.status_if_new = sync.settings.get("status_if_new", "subscribed")
+        self.status_if_new = sync.settings.get("status_if_new")  # None: each row says (check() made sure the mapping can)
 
     def send(self, batch: pa.RecordBatch, key_column: str, operation: str) -> list[RecordResult]:
         rows = batch.to_pylist()
@@ -199,12 +206,15 @@ class MailchimpDestination(Destination):
                 continue
             wrong = next((f"{f} {row[f]!r} is not one of {', '.join(STATUSES)}" for f in ("status", "status_if_new")
                           if row.get(f) is not None and row[f] not in STATUSES), None)
+            status_if_new = row.get("status_if_new") or self.status_if_new or row.get("status")
+            if status_if_new is None:
+                wrong = "no status_if_new or status for this member, and no settings.status_if_new: its consent is not known"
             if wrong:  # Mailchimp would refuse the whole request for it
                 answers[i] = RecordResult(keys[i], ok=False, error=wrong)
                 continue
             sent[email.lower()] = i
             emails[i] = email
-            member: dict[str, Any] = {"email_address": email, "status_if_new": row.get("status_if_new") or self.status_if_new}
+            member: dict[str, Any] = {"email_address": email, "status_if_new": status_if_new}
             member.update({f: str(row[f]) for f in ("status", "language", "email_type") if row.get(f) is not None})
             if row.get("vip") is not None:
                 member["vip"] = bool(row["vip"])

@@ -61,7 +61,8 @@ CASE = Case(
     destination="mailchimp",
     mapping=MAPPING,
     match_field="email_address",
-    modes={"upsert": {"list_id": LIST}, "mirror": {"list_id": LIST}, "add_remove": {"list_id": LIST, "segment_id": SEGMENT}},
+    modes={"upsert": {"list_id": LIST, "status_if_new": "subscribed"}, "mirror": {"list_id": LIST, "status_if_new": "subscribed"},
+           "add_remove": {"list_id": LIST, "status_if_new": "subscribed", "segment_id": SEGMENT}},
     start=start,
     notes="450 rows are one batch of 500, so the 10-connection cap is exercised by tests/test_mailchimp.py (7,000 rows, 14 batches) "
           "rather than here; the fake counts simultaneous requests, not idle keep-alive connections (the contract does not say "
