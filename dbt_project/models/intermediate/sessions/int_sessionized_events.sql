@@ -4,6 +4,8 @@
 -- corral_max_session_hours is cut into pieces of at most that long from the visit's start
 -- (piece_number 0, 1, ...). session_id = hash(anonymous id, visit start, piece): the same
 -- events always give the same id.
+-- is_landing_page / is_exit_page mark each session's first and last page view (by time, then
+-- message id), computed along the same window, so sessions needs no join back to find them.
 -- Incremental: for every anonymous id that received new or late events since the last build,
 -- the sessions from the first one those events can touch onwards are rebuilt, whole: an old
 -- session that ended more than the timeout before the earliest new event cannot change, and
@@ -87,7 +89,13 @@ gaps as (
         message_type,
         occurred_at,
         loaded_at,
-        lag(occurred_at) over (partition by anonymous_id order by occurred_at, message_id) as previous_at
+        lag(occurred_at) over (partition by anonymous_id order by occurred_at, message_id) as previous_at,
+        {#- the neighbouring page views, for the landing and exit flags: same window, no extra sort -#}
+        max(case when message_type in ('page', 'screen') then occurred_at end) over (
+            partition by anonymous_id order by occurred_at, message_id
+            rows between unbounded preceding and 1 preceding
+        ) as previous_page_at,
+        {{ following_min("case when message_type in ('page', 'screen') then occurred_at end", 'anonymous_id', ['occurred_at', 'message_id']) }} as next_page_at
     from client_events
 
 ),
@@ -115,7 +123,8 @@ visits as (
         max(case when is_visit_start = 1 then occurred_at end) over (
             partition by anonymous_id order by occurred_at, message_id
             rows between unbounded preceding and current row
-        ) as visit_started_at
+        ) as visit_started_at,
+        {{ following_min('case when is_visit_start = 1 then occurred_at end', 'anonymous_id', ['occurred_at', 'message_id']) }} as next_visit_started_at
     from flagged
 
 ),
@@ -133,11 +142,23 @@ final as (
         {#- a visit starts at one moment per anonymous id, so this names the session by its own
             events only: the same events, the same id -#}
         {{ surrogate_key(['anonymous_id', sortable_timestamp('visit_started_at'), 'piece_number']) }} as session_id,
-        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as sessionized_at
+        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as sessionized_at,
+        {#- the session's first and last page view (by time, then message id): the previous /
+            next page view of the anonymous id is in another visit or another piece -#}
+        message_type in ('page', 'screen') and (
+            previous_page_at is null
+            or previous_page_at < visit_started_at
+            or {{ session_piece('visit_started_at', 'previous_page_at', max_seconds) }} <> piece_number
+        ) as is_landing_page,
+        message_type in ('page', 'screen') and (
+            next_page_at is null
+            or (next_visit_started_at is not null and next_page_at >= next_visit_started_at)
+            or {{ session_piece('visit_started_at', 'next_page_at', max_seconds) }} <> piece_number
+        ) as is_exit_page
     from (
         select
             *,
-            cast(floor({{ dbt.datediff('visit_started_at', 'occurred_at', 'millisecond') }} / {{ max_seconds * 1000 }}) as {{ dbt.type_int() }}) as piece_number
+            {{ session_piece('visit_started_at', 'occurred_at', max_seconds) }} as piece_number
         from visits
     ) cut
 
