@@ -57,7 +57,9 @@ rebuild_from as (
 
 events as (
 
-    select staged.*
+    {#- the columns this model reads, named: a star here made DuckDB read every staged column
+        (the JSON ones too) for the rows the join keeps -#}
+    select staged.message_id, staged.anonymous_id, staged.message_type, staged.occurred_at, staged.loaded_at
     from {{ ref('stg_corral__events') }} as staged
     inner join rebuild_from
         on staged.anonymous_id = rebuild_from.anonymous_id
@@ -67,7 +69,8 @@ events as (
 {% else %}
 events as (
 
-    select * from {{ ref('stg_corral__events') }}
+    select message_id, anonymous_id, message_type, occurred_at, loaded_at
+    from {{ ref('stg_corral__events') }}
 
 ),
 {% endif %}
