@@ -17,14 +17,32 @@
 with
 
 {% if is_incremental() %}
-arrivals as (
+{#- the staged messages loaded since the last build (loaded_at only grows: a cheap filter) -#}
+new_events as (
 
-    select anonymous_id, min(occurred_at) as earliest_new_at
+    select message_id, anonymous_id, message_type, occurred_at, loaded_at
     from {{ ref('stg_corral__events') }}
     where loaded_at > {{ loaded_through('loaded_at') }}
         and message_type in ('page', 'screen', 'track')
         and anonymous_id is not null
+
+),
+
+arrivals as (
+
+    select anonymous_id, min(occurred_at) as earliest_new_at
+    from new_events
     group by anonymous_id
+
+),
+
+{#- the already sessionized events of the anonymous ids that received new ones: read once from
+    this table (narrower than staging), for where to start and for what to rebuild -#}
+previous_events as (
+
+    select message_id, anonymous_id, message_type, occurred_at, loaded_at, visit_started_at
+    from {{ this }}
+    where anonymous_id in (select anonymous_id from arrivals)
 
 ),
 
@@ -32,10 +50,9 @@ arrivals as (
     within the timeout before the earliest new event (or later), else that event itself -#}
 old_visits as (
 
-    select previous.anonymous_id, previous.visit_started_at, max(previous.occurred_at) as visit_ended_at
-    from {{ this }} as previous
-    inner join arrivals on previous.anonymous_id = arrivals.anonymous_id
-    group by previous.anonymous_id, previous.visit_started_at
+    select anonymous_id, visit_started_at, max(occurred_at) as visit_ended_at
+    from previous_events
+    group by anonymous_id, visit_started_at
 
 ),
 
@@ -55,15 +72,25 @@ rebuild_from as (
 
 ),
 
+{#- every event from there on: the old ones (staged events are never restaged, so these and the
+    new ones are disjoint) and the new ones -#}
 events as (
 
-    {#- the columns this model reads, named: a star here made DuckDB read every staged column
-        (the JSON ones too) for the rows the join keeps -#}
-    select staged.message_id, staged.anonymous_id, staged.message_type, staged.occurred_at, staged.loaded_at
-    from {{ ref('stg_corral__events') }} as staged
+    select previous_events.message_id, previous_events.anonymous_id, previous_events.message_type,
+        previous_events.occurred_at, previous_events.loaded_at
+    from previous_events
     inner join rebuild_from
-        on staged.anonymous_id = rebuild_from.anonymous_id
-        and staged.occurred_at >= rebuild_from.rebuild_from_at
+        on previous_events.anonymous_id = rebuild_from.anonymous_id
+        and previous_events.occurred_at >= rebuild_from.rebuild_from_at
+
+    union all
+
+    select new_events.message_id, new_events.anonymous_id, new_events.message_type,
+        new_events.occurred_at, new_events.loaded_at
+    from new_events
+    inner join rebuild_from
+        on new_events.anonymous_id = rebuild_from.anonymous_id
+        and new_events.occurred_at >= rebuild_from.rebuild_from_at
 
 ),
 {% else %}

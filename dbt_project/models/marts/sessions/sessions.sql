@@ -36,13 +36,14 @@ channel_rules as (
 ),
 
 {% if is_incremental() %}
+{%- set built_through = loaded_through_value('updated_at') %}
 {#- the events int_sessionized_events re-sessionized since this model's last build: for each
     anonymous id, every event from the start of some session on, so the sessions they make are
     aggregated again whole and the anonymous id's earlier sessions cannot have changed -#}
 session_events as (
 
     select * from {{ ref('int_sessionized_events') }}
-    where sessionized_at > {{ loaded_through('updated_at') }}
+    where sessionized_at > {{ built_through }}
 
 ),
 
@@ -58,7 +59,7 @@ reresolved as (
 
     select anonymous_profiles.anonymous_id
     from anonymous_profiles
-    where anonymous_profiles.resolved_at > {{ loaded_through('updated_at') }}
+    where anonymous_profiles.resolved_at > {{ built_through }}
         and exists (
             select 1 from {{ this }} as previous
             where previous.anonymous_id = anonymous_profiles.anonymous_id
@@ -111,7 +112,9 @@ kept as (
 
 ),
 
-{%- set of_rebuilt_sessions = 'and session_id in (select session_id from session_events)' %}
+{#- page_views rewrote the page views of every re-sessionized event after int_sessionized_events
+    (updated_at: a cheap filter first), and these are the ones of rebuilt sessions -#}
+{%- set of_rebuilt_sessions = 'and updated_at > ' ~ built_through ~ ' and session_id in (select session_id from session_events)' %}
 {% else %}
 session_events as (
 
