@@ -349,7 +349,8 @@ def report(r: Result, command: str) -> str:
         + f" ({r.incremental.elapsed()}whole `dbt run` {r.incremental.wall_s:.1f} s). "
         f"First build without them (full, 99% of the events): sessionization {r.first.sessionization_s:.2f} s; "
         + r.first.per_model()
-        + f". Peak RSS of dbt {r.refresh.child_maxrss_mb:,.0f} MB. After the incremental build, "
+        + f". Peak RSS of dbt {r.refresh.child_maxrss_mb:,.0f} MB (DuckDB memory_limit "
+        f"{os.environ.get('CORRAL_DUCKDB_MEMORY_LIMIT', 'default')}). After the incremental build, "
         "`marts.sessions` and `marts.page_views` equal the full refresh's (checked: count and order-free hash), "
         "and pandas finds exactly the sessions of `marts.sessions` (same anonymous id, start, end, event and "
         f"page view counts; checked). Reproduce from the repository root with `{command}`."
@@ -437,10 +438,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-readme", action="store_true", help="print the section, do not write bench/README.md")
     parser.add_argument("--verbose", action="store_true", help="echo dbt's output")
+    parser.add_argument("--memory-limit", default="8GB", help="DuckDB memory_limit for dbt (CORRAL_DUCKDB_MEMORY_LIMIT)")
     opts = parser.parse_args()
     if not 0 < opts.anonymous_ids <= opts.events:
         parser.error("need 0 < --anonymous-ids <= --events")
     command = (".venv/bin/python bench/sessions_bench.py " + " ".join(sys.argv[1:])).strip()
+    os.environ["CORRAL_DUCKDB_MEMORY_LIMIT"] = opts.memory_limit  # read by profiles.yml; the machine is shared
     echo: Callable[[str], None] = print if opts.verbose else (lambda line: None)
     with tempfile.TemporaryDirectory(prefix="sessions-bench-") as tmp:
         result = bench(opts, Path(tmp), echo)

@@ -97,3 +97,21 @@
 {% macro postgres__number_or_null(text) -%}
     case when trim({{ text }}) ~ '^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$' then cast({{ text }} as double precision) end
 {%- endmacro %}
+
+{#- loaded_through as a literal, read when the model runs: a filter on a constant lets the engine
+    skip storage blocks and size its joins, which a scalar subquery hides from it (DuckDB joined
+    the whole sessions table to the few re-resolved anonymous ids). Falls back to the subquery
+    when dbt only parses. -#}
+{% macro loaded_through_value(column='loaded_through') -%}
+    {%- if execute -%}
+        {%- set result = run_query('select max(' ~ column ~ ') from ' ~ this) -%}
+        {%- set value = result.columns[0].values()[0] -%}
+        {%- if value is none -%}
+            cast('1900-01-01' as {{ dbt.type_timestamp() }})
+        {%- else -%}
+            cast('{{ value if value is string else value.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as {{ dbt.type_timestamp() }})
+        {%- endif -%}
+    {%- else -%}
+        {{ loaded_through(column) }}
+    {%- endif -%}
+{%- endmacro %}

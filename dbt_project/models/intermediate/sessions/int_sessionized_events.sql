@@ -4,6 +4,8 @@
 -- corral_max_session_hours is cut into pieces of at most that long from the visit's start
 -- (piece_number 0, 1, ...). session_id = hash(anonymous id, visit start, piece): the same
 -- events always give the same id.
+-- is_landing_page / is_exit_page mark each session's first and last page view (by time, then
+-- message id), computed along the same window, so sessions needs no join back to find them.
 -- Incremental: for every anonymous id that received new or late events since the last build,
 -- the sessions from the first one those events can touch onwards are rebuilt, whole: an old
 -- session that ended more than the timeout before the earliest new event cannot change, and
@@ -15,14 +17,32 @@
 with
 
 {% if is_incremental() %}
-arrivals as (
+{#- the staged messages loaded since the last build (loaded_at only grows: a cheap filter) -#}
+new_events as (
 
-    select anonymous_id, min(occurred_at) as earliest_new_at
+    select message_id, anonymous_id, message_type, occurred_at, loaded_at
     from {{ ref('stg_corral__events') }}
     where loaded_at > {{ loaded_through('loaded_at') }}
         and message_type in ('page', 'screen', 'track')
         and anonymous_id is not null
+
+),
+
+arrivals as (
+
+    select anonymous_id, min(occurred_at) as earliest_new_at
+    from new_events
     group by anonymous_id
+
+),
+
+{#- the already sessionized events of the anonymous ids that received new ones: read once from
+    this table (narrower than staging), for where to start and for what to rebuild -#}
+previous_events as (
+
+    select message_id, anonymous_id, message_type, occurred_at, loaded_at, visit_started_at
+    from {{ this }}
+    where anonymous_id in (select anonymous_id from arrivals)
 
 ),
 
@@ -30,10 +50,9 @@ arrivals as (
     within the timeout before the earliest new event (or later), else that event itself -#}
 old_visits as (
 
-    select previous.anonymous_id, previous.visit_started_at, max(previous.occurred_at) as visit_ended_at
-    from {{ this }} as previous
-    inner join arrivals on previous.anonymous_id = arrivals.anonymous_id
-    group by previous.anonymous_id, previous.visit_started_at
+    select anonymous_id, visit_started_at, max(occurred_at) as visit_ended_at
+    from previous_events
+    group by anonymous_id, visit_started_at
 
 ),
 
@@ -53,19 +72,32 @@ rebuild_from as (
 
 ),
 
+{#- every event from there on: the old ones (staged events are never restaged, so these and the
+    new ones are disjoint) and the new ones -#}
 events as (
 
-    select staged.*
-    from {{ ref('stg_corral__events') }} as staged
+    select previous_events.message_id, previous_events.anonymous_id, previous_events.message_type,
+        previous_events.occurred_at, previous_events.loaded_at
+    from previous_events
     inner join rebuild_from
-        on staged.anonymous_id = rebuild_from.anonymous_id
-        and staged.occurred_at >= rebuild_from.rebuild_from_at
+        on previous_events.anonymous_id = rebuild_from.anonymous_id
+        and previous_events.occurred_at >= rebuild_from.rebuild_from_at
+
+    union all
+
+    select new_events.message_id, new_events.anonymous_id, new_events.message_type,
+        new_events.occurred_at, new_events.loaded_at
+    from new_events
+    inner join rebuild_from
+        on new_events.anonymous_id = rebuild_from.anonymous_id
+        and new_events.occurred_at >= rebuild_from.rebuild_from_at
 
 ),
 {% else %}
 events as (
 
-    select * from {{ ref('stg_corral__events') }}
+    select message_id, anonymous_id, message_type, occurred_at, loaded_at
+    from {{ ref('stg_corral__events') }}
 
 ),
 {% endif %}
@@ -87,7 +119,13 @@ gaps as (
         message_type,
         occurred_at,
         loaded_at,
-        lag(occurred_at) over (partition by anonymous_id order by occurred_at, message_id) as previous_at
+        lag(occurred_at) over (partition by anonymous_id order by occurred_at, message_id) as previous_at,
+        {#- the neighbouring page views, for the landing and exit flags: same window, no extra sort -#}
+        max(case when message_type in ('page', 'screen') then occurred_at end) over (
+            partition by anonymous_id order by occurred_at, message_id
+            rows between unbounded preceding and 1 preceding
+        ) as previous_page_at,
+        {{ following_min("case when message_type in ('page', 'screen') then occurred_at end", 'anonymous_id', ['occurred_at', 'message_id']) }} as next_page_at
     from client_events
 
 ),
@@ -115,7 +153,8 @@ visits as (
         max(case when is_visit_start = 1 then occurred_at end) over (
             partition by anonymous_id order by occurred_at, message_id
             rows between unbounded preceding and current row
-        ) as visit_started_at
+        ) as visit_started_at,
+        {{ following_min('case when is_visit_start = 1 then occurred_at end', 'anonymous_id', ['occurred_at', 'message_id']) }} as next_visit_started_at
     from flagged
 
 ),
@@ -133,11 +172,23 @@ final as (
         {#- a visit starts at one moment per anonymous id, so this names the session by its own
             events only: the same events, the same id -#}
         {{ surrogate_key(['anonymous_id', sortable_timestamp('visit_started_at'), 'piece_number']) }} as session_id,
-        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as sessionized_at
+        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as sessionized_at,
+        {#- the session's first and last page view (by time, then message id): the previous /
+            next page view of the anonymous id is in another visit or another piece -#}
+        message_type in ('page', 'screen') and (
+            previous_page_at is null
+            or previous_page_at < visit_started_at
+            or {{ session_piece('visit_started_at', 'previous_page_at', max_seconds) }} <> piece_number
+        ) as is_landing_page,
+        message_type in ('page', 'screen') and (
+            next_page_at is null
+            or (next_visit_started_at is not null and next_page_at >= next_visit_started_at)
+            or {{ session_piece('visit_started_at', 'next_page_at', max_seconds) }} <> piece_number
+        ) as is_exit_page
     from (
         select
             *,
-            cast(floor({{ dbt.datediff('visit_started_at', 'occurred_at', 'millisecond') }} / {{ max_seconds * 1000 }}) as {{ dbt.type_int() }}) as piece_number
+            {{ session_piece('visit_started_at', 'occurred_at', max_seconds) }} as piece_number
         from visits
     ) cut
 

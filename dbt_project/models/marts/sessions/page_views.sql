@@ -15,7 +15,7 @@ profile_events as (
 
 sessionized as (
 
-    select message_id, session_id, sessionized_at from {{ ref('int_sessionized_events') }}
+    select message_id, session_id, is_landing_page, is_exit_page, sessionized_at from {{ ref('int_sessionized_events') }}
     where message_type in ('page', 'screen')
 
 ),
@@ -84,6 +84,8 @@ final as (
         parsed.anonymous_id,
         parsed.user_id,
         sessionized.session_id,
+        coalesce(sessionized.is_landing_page, false) as is_landing_page,
+        coalesce(sessionized.is_exit_page, false) as is_exit_page,
         parsed.occurred_at,
         parsed.page_url,
         parsed.page_host,
