@@ -9,15 +9,15 @@
     {%- if datepart in ('hour', 'minute', 'second', 'millisecond', 'microsecond') -%}
         timestampadd({{ datepart | upper }}, cast({{ interval }} as bigint), {{ from_date_or_timestamp }})
     {%- else -%}
-        {{ return(dbt_spark.spark__dateadd(datepart, interval, from_date_or_timestamp)) }}
+        {{ return(dbt.spark__dateadd(datepart, interval, from_date_or_timestamp)) }}
     {%- endif -%}
 {% endmacro %}
 
 {% macro spark__datediff(first_date, second_date, datepart) %}
     {%- set micros = {'hour': 3600000000, 'minute': 60000000, 'second': 1000000, 'millisecond': 1000, 'microsecond': 1} -%}
     {%- if datepart in micros -%}
-        (floor(unix_micros(cast({{ second_date }} as timestamp)) / {{ micros[datepart] }}) - floor(unix_micros(cast({{ first_date }} as timestamp)) / {{ micros[datepart] }}))
+        (unix_micros(cast({{ second_date }} as timestamp)) div {{ micros[datepart] }} - unix_micros(cast({{ first_date }} as timestamp)) div {{ micros[datepart] }})
     {%- else -%}
-        {{ return(dbt_spark.spark__datediff(first_date, second_date, datepart)) }}
+        {{ return(dbt.spark__datediff(first_date, second_date, datepart)) }}
     {%- endif -%}
 {% endmacro %}

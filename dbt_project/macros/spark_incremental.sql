@@ -11,20 +11,20 @@
 
     dbt-spark's incremental materialization validates the strategy and renders its SQL through
     these two macros; a root project's macro of the same name replaces the adapter's, and the
-    adapter's own (dbt_spark.*) still serves every other strategy.
+    adapter's own (dbt.*, the internal macros) still serves every other strategy.
 -#}
 {% macro dbt_spark_validate_get_incremental_strategy(raw_strategy, file_format) %}
     {%- if raw_strategy == 'delete+insert' -%}
         {% do return(raw_strategy) %}
     {%- endif -%}
-    {% do return(dbt_spark.dbt_spark_validate_get_incremental_strategy(raw_strategy, file_format)) %}
+    {% do return(dbt.dbt_spark_validate_get_incremental_strategy(raw_strategy, file_format)) %}
 {% endmacro %}
 
 {% macro dbt_spark_get_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates) %}
     {%- if strategy == 'delete+insert' -%}
         {% do return(spark_delete_insert_sql(source, target, unique_key)) %}
     {%- endif -%}
-    {% do return(dbt_spark.dbt_spark_get_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates)) %}
+    {% do return(dbt.dbt_spark_get_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates)) %}
 {% endmacro %}
 
 {#- Runs the rewrite and returns the statement that ends it (dropping the side table), which the
