@@ -26,6 +26,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import pyspark
 from readme_section import write_section  # bench/, the script's own folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -112,8 +113,6 @@ def main() -> None:
                 print(name, results[name][-1], flush=True)
     median = {name: {step: statistics.median(r[step] for r in runs) for step in runs[0]} for name, runs in results.items()}
     d, p, k = median["duckdb"], median["postgres"], median["spark"]
-    import pyspark
-
     report = (
         f"{BEGIN}\n## The same data on DuckDB, PostgreSQL and Spark\n\n"
         f"`.venv/bin/python bench/targets_bench.py --users {opts.users} --days {opts.days} --repeat {opts.repeat}` "
