@@ -8,7 +8,8 @@ and built incrementally on both (the delete+insert models of macros/spark_increm
 the results compared.
 
 A Spark build costs about a second per dbt node whatever the data, so CI uses a small data set
-(a few minutes); the full demo runs with CORRAL_SPARK_PARITY_USERS=3000 CORRAL_SPARK_PARITY_DAYS=90.
+(still 21 to 37 minutes on this 2-core machine shared with other work: four Spark commands, two
+full builds); the full demo runs with CORRAL_SPARK_PARITY_USERS=3000 CORRAL_SPARK_PARITY_DAYS=90.
 Skips when pyspark or Java is missing, unless CORRAL_REQUIRE_SPARK=1 (CI), where that fails.
 """
 
