@@ -1,5 +1,6 @@
-"""The same data, loaded and built on DuckDB (the embedded default) and on PostgreSQL, on this
-machine, in the same run: `corral load` and a full `corral build` (every model and test) per target.
+"""The same data, loaded and built on DuckDB (the embedded default), on PostgreSQL and on Apache
+Spark, on this machine, in the same run: `corral load` and a full `corral build` (every model and
+test) per target.
 
     .venv/bin/python bench/targets_bench.py [--users 3000] [--days 90] [--repeat 1]
 
@@ -25,6 +26,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import pyspark
 from readme_section import write_section  # bench/, the script's own folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -79,7 +81,7 @@ def main() -> None:
     spec = DemoSpec(users=opts.users, days=opts.days)
     as_of = spec.end.isoformat()
     pg_version = ""
-    results: dict[str, list[dict[str, float]]] = {"duckdb": [], "postgres": []}
+    results: dict[str, list[dict[str, float]]] = {"duckdb": [], "postgres": [], "spark": []}
     with tempfile.TemporaryDirectory() as tmp, postgres_server(durable=True) as server:
         home = CorralHome(Path(tmp) / "home")
         os.environ["CORRAL_HOME"] = str(home.root)
@@ -89,12 +91,18 @@ def main() -> None:
 
         pg_version = subprocess.run([str(postgres_bin_dir() / "postgres"), "--version"], capture_output=True, text=True).stdout.strip()
         for i in range(opts.repeat):
-            for name in ("duckdb", "postgres"):  # alternate, so both see the same machine load
+            for name in ("duckdb", "postgres", "spark"):  # alternate, so all see the same machine load
                 if name == "duckdb":
                     env = {"CORRAL_TARGET": "duckdb"}
 
                     def fresh() -> None:
                         home.warehouse.unlink(missing_ok=True)
+                        shutil.rmtree(home.root / "dbt", ignore_errors=True)
+                elif name == "spark":
+                    env = {"CORRAL_TARGET": "spark"}
+
+                    def fresh() -> None:
+                        shutil.rmtree(home.root / "spark", ignore_errors=True)  # metastore and warehouse
                         shutil.rmtree(home.root / "dbt", ignore_errors=True)
                 else:
                     env = {"CORRAL_TARGET": "postgres", **create_postgres_database(server, f"bench_{i}")}
@@ -104,21 +112,28 @@ def main() -> None:
                 results[name].append(measure(home, env, as_of, fresh))
                 print(name, results[name][-1], flush=True)
     median = {name: {step: statistics.median(r[step] for r in runs) for step in runs[0]} for name, runs in results.items()}
-    d, p = median["duckdb"], median["postgres"]
+    d, p, k = median["duckdb"], median["postgres"], median["spark"]
     report = (
-        f"{BEGIN}\n## The same data on DuckDB and on PostgreSQL\n\n"
+        f"{BEGIN}\n## The same data on DuckDB, PostgreSQL and Spark\n\n"
         f"`.venv/bin/python bench/targets_bench.py --users {opts.users} --days {opts.days} --repeat {opts.repeat}` "
         f"({date.today()}, {platform.machine()}, {os.cpu_count()} cores shared with other work, median of {opts.repeat}; "
         f"{rows:,} landed messages, the `corral demo` data set at these sizes; {pg_version}, a local server with default "
-        "settings (fsync on), over loopback; dbt 2 threads on both):\n\n"
-        "| step | DuckDB (embedded) s | PostgreSQL s | Postgres / DuckDB |\n| --- | ---: | ---: | ---: |\n"
-        f"| `corral load` (validate in DuckDB; on Postgres then COPY) | {d['load']:.1f} | {p['load']:.1f} | {p['load'] / d['load']:.1f}× |\n"
-        f"| `corral build` (full: every model and test) | {d['build']:.1f} | {p['build']:.1f} | {p['build'] / d['build']:.1f}× |\n"
-        f"| `corral build` again, nothing new (incremental) | {d['incremental']:.1f} | {p['incremental']:.1f} | "
-        f"{p['incremental'] / d['incremental']:.1f}× |\n\n"
-        "Both builds give the same marts row for row (tests/test_postgres_parity.py). On one machine the embedded "
-        "engine is the faster one; a server earns its place with many writers and readers, data beyond one "
-        "machine's disk, and operations a team already runs, not with speed on a laptop.\n"
+        f"settings (fsync on), over loopback; Spark {pyspark.__version__} in local mode (local[2], driver 4g, 4 shuffle "
+        "partitions, parquet tables, Derby metastore); dbt 2 threads on DuckDB and Postgres, 1 on Spark):\n\n"
+        "| step | DuckDB (embedded) s | PostgreSQL s | Spark (local) s | Postgres / DuckDB | Spark / DuckDB |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+        + "".join(
+            f"| {label} | {d[step]:.1f} | {p[step]:.1f} | {k[step]:.1f} | {p[step] / d[step]:.1f}× | {k[step] / d[step]:.1f}× |\n"
+            for step, label in (
+                ("load", "`corral load` (validate in DuckDB; then COPY on Postgres, a DataFrame write on Spark)"),
+                ("build", "`corral build` (full: every model and test)"),
+                ("incremental", "`corral build` again, nothing new (incremental)"),
+            )
+        )
+        + "\nAll three builds give the same marts row for row (tests/test_postgres_parity.py, tests/test_spark_parity.py). "
+        "On one machine the embedded engine is the faster one; a server earns its place with many writers and readers, "
+        "data beyond one machine's disk, and operations a team already runs, and Spark with data spread over a cluster; "
+        "in local mode Spark pays a JVM start per command and a job per statement, not its data size.\n"
         f"{END}"
     )
     print(report)

@@ -365,8 +365,12 @@ def load_on_server(run: Callable[[duckdb.DuckDBPyConnection], T], environ: Mappi
     writes the rows with their ledger rows in one commit; an error or a crash before it leaves
     the server as it was."""
     name = target(environ)
+    if name == "spark":
+        from loaders.spark import load_on_spark
+
+        return load_on_spark(run, environ)
     if name != "postgres":
-        raise ValueError(f"corral load: no loader for target {name!r} (CORRAL_TARGET); targets with a loader: duckdb, postgres")
+        raise ValueError(f"corral load: no loader for target {name!r} (CORRAL_TARGET); targets with a loader: duckdb, postgres, spark")
     with closing(connect_postgres(environ)) as pg, closing(duckdb.connect(":memory:")) as mem, tempfile.TemporaryDirectory() as tmp:
         mem.execute(RAW_DDL)
         mem.execute("set TimeZone = 'UTC'")

@@ -32,11 +32,9 @@ build-stamped columns (`audience_events.occurred_at` and `audience_event_id`, a 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ import psycopg
 import pytest
 
 from conftest import create_postgres_database
+from parity import RAW_TABLES, Table, assert_same_tables, duckdb_tables, identity_rounds
 from dagster_defs.cli import main
 from loaders.home import CorralHome
 from loaders.synthetic import DemoSpec, write_ndjson
@@ -52,15 +51,6 @@ from loaders.synthetic import DemoSpec, write_ndjson
 pytestmark = pytest.mark.slow
 SPEC = DemoSpec(users=150, days=30, seed=3)
 SECOND = DemoSpec(users=40, days=30, seed=4)  # loaded after the first build: the incremental path
-SCHEMAS = ("marts", "audiences")
-RAW_TABLES = ("events", "loaded_files", "load_errors", "violations", "rejected_events")
-BUILD_TIME_COLUMNS = {"loaded_at", "profiled_at", "updated_at", "computed_at", "merged_at"}
-BUILD_STAMPED = {
-    "audience_events": {"occurred_at", "audience_event_id"},
-    "audience_sizes": {"audience_size_id"},
-    "audience_memberships": {"entered_at"},
-}
-FLOAT_TOLERANCE = 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -90,23 +80,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, postgres: dict[str, str]) ->
         yield home, server
 
 
-def duckdb_tables(home: CorralHome) -> dict[tuple[str, str], tuple[list[str], set[str], list[tuple[Any, ...]]]]:
-    """(schema, table) -> (columns, JSON columns, rows) of the compared tables on DuckDB."""
-    tables = {}
-    with closing(duckdb.connect(str(home.warehouse), read_only=True)) as con:
-        names = con.execute(
-            "select table_schema, table_name from information_schema.tables where table_schema in ('marts', 'audiences')"
-            " or (table_schema = 'raw' and table_name in ?)", [list(RAW_TABLES)]
-        ).fetchall()
-        for schema, table in names:
-            described = con.execute(f'describe "{schema}"."{table}"').fetchall()
-            columns = [row[0] for row in described]
-            json_columns = {row[0] for row in described if row[1] == "JSON"}
-            tables[(schema, table)] = (columns, json_columns, con.execute(f'select * from "{schema}"."{table}"').fetchall())
-    return tables
-
-
-def postgres_tables(server: dict[str, str]) -> dict[tuple[str, str], tuple[list[str], set[str], list[tuple[Any, ...]]]]:
+def postgres_tables(server: dict[str, str]) -> dict[tuple[str, str], Table]:
     tables = {}
     with psycopg.connect(host=server["CORRAL_PG_HOST"], port=server["CORRAL_PG_PORT"], user=server["CORRAL_PG_USER"],
                          dbname=server["CORRAL_PG_DBNAME"]) as con:
@@ -125,79 +99,16 @@ def postgres_tables(server: dict[str, str]) -> dict[tuple[str, str], tuple[list[
     return tables
 
 
-def canonical(value: Any, is_json: bool) -> Any:
-    """A value as compared: JSON parsed and re-serialized with sorted keys, numerics as int or
-    float, everything else as the driver gave it."""
-    if value is None:
-        return None
-    if is_json:
-        return json.dumps(json.loads(value) if isinstance(value, (str, bytes)) else value, sort_keys=True)
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, datetime, date)):
-        return value
-    return value
-
-
-def sort_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(
-        (0, "") if v is None else (1, round(v, 6)) if isinstance(v, (int, float)) and not isinstance(v, bool) else (2, str(v))
-        for v in row
-    )
-
-
-def same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(a, b, rel_tol=FLOAT_TOLERANCE, abs_tol=FLOAT_TOLERANCE)
-    return a == b
-
-
-def compared_rows(table: str, columns: list[str], json_columns: set[str], rows: list[tuple[Any, ...]]) -> tuple[list[str], list[tuple[Any, ...]]]:
-    skipped = BUILD_TIME_COLUMNS | BUILD_STAMPED.get(table, set())
-    keep = [i for i, c in enumerate(columns) if c not in skipped]
-    kept = [tuple(canonical(row[i], columns[i] in json_columns) for i in keep) for row in rows]
-    return [columns[i] for i in keep], sorted(kept, key=sort_key)
-
-
 def test_every_mart_is_the_same_on_duckdb_and_postgres(built: tuple[CorralHome, dict[str, str]]) -> None:
     home, server = built
-    on_duckdb, on_postgres = duckdb_tables(home), postgres_tables(server)
-    assert sorted(on_postgres) == sorted(on_duckdb)
-    assert len([t for t in on_duckdb if t[0] in SCHEMAS]) >= 20, "every mart and audience model"
-    filled = set()
-    for (schema, table), (columns, json_columns, rows) in sorted(on_duckdb.items()):
-        pg_columns, pg_json_columns, pg_rows = on_postgres[(schema, table)]
-        assert pg_columns == columns, f"{schema}.{table}: columns differ"
-        json_any = json_columns | pg_json_columns
-        names, expected = compared_rows(table, columns, json_any, rows)
-        _, got = compared_rows(table, pg_columns, json_any, pg_rows)
-        assert len(got) == len(expected), f"{schema}.{table}: {len(got)} rows on Postgres, {len(expected)} on DuckDB"
-        for want, have in zip(expected, got):
-            if not all(same_value(a, b) for a, b in zip(want, have)):
-                diffs = {n: (a, b) for n, a, b in zip(names, want, have) if not same_value(a, b)}
-                pytest.fail(f"{schema}.{table}: first differing row (DuckDB, Postgres) per column: {diffs}")
-        if rows:
-            filled.add(f"{schema}.{table}")
-    # the demo has no tracking plan, no invalid lines and (one build) no merges: those stay empty on both
-    must_fill = {"marts.profiles", "marts.profile_events", "marts.profile_identifiers", "marts.profile_traits", "marts.sessions",
-                 "marts.page_views", "marts.audiences", "marts.audience_memberships", "marts.audience_events", "marts.audience_sizes",
-                 "audiences.cart_abandoners", "audiences.engaged_visitors", "audiences.high_value_customers",
-                 "audiences.recently_inactive_customers", "audiences.repeat_buyers", "raw.events", "raw.loaded_files"}
-    assert must_fill <= filled, f"the demo data must fill these: {sorted(must_fill - filled)}"
+    assert_same_tables(duckdb_tables(home.warehouse), postgres_tables(server), "Postgres")
 
 
 def test_identity_resolution_takes_the_same_rounds(built: tuple[CorralHome, dict[str, str]]) -> None:
     """Both engines run the same set-based rounds: each build (the first and the incremental one)
     logs the same round counts on both (O(log diameter), not one per hop)."""
     home, _ = built
-    log = (home.root / "dbt" / "logs" / "dbt.log").read_text()
-    rounds: dict[str, list[list[str]]] = {"duckdb": [], "postgres": []}
-    for run in log.split("Running with dbt=")[1:]:
-        target = "postgres" if "target='postgres'" in run else "duckdb"
-        found = [line.split("identity resolution: ", 1)[1].strip() for line in run.splitlines()
-                 if "identity resolution: " in line and "round" in line]
-        if found:
-            rounds[target].append(found)
+    rounds = identity_rounds((home.root / "dbt" / "logs" / "dbt.log").read_text(), ("postgres",))
     assert len(rounds["duckdb"]) == 2 and rounds["postgres"] == rounds["duckdb"], rounds
 
 

@@ -68,6 +68,11 @@
     json_extract({{ column }}, '$.{% for key in path %}"{{ key }}"{% if not loop.last %}.{% endif %}{% endfor %}')
 {%- endmacro %}
 
+{#- Spark: the JSON text at that path (objects and arrays as JSON; only used for objects). -#}
+{% macro spark__json_extract_path(column, path) -%}
+    get_json_object({{ column }}, '$.{% for key in path %}{{ key }}{% if not loop.last %}.{% endif %}{% endfor %}')
+{%- endmacro %}
+
 {% macro postgres__json_extract_path(column, path) -%}
     ({{ column }})::jsonb #> '{ {%- for key in path %}{{ key }}{% if not loop.last %},{% endif %}{% endfor -%} }'
 {%- endmacro %}
@@ -97,6 +102,13 @@
     where jsonb_typeof(entries.value) <> 'null'
 {%- endmacro %}
 
+{#- Spark 4: the text parsed as a VARIANT; an array explodes with null keys, a scalar into nothing. -#}
+{% macro spark__json_entries(relation, json_column, columns) -%}
+    select {% for c in columns %}source.{{ c }}, {% endfor %}entries.key as entry_key, to_json(entries.value) as entry_value
+    from {{ relation }} as source, lateral variant_explode(try_parse_json(source.{{ json_column }})) as entries
+    where entries.key is not null and not is_variant_null(entries.value)
+{%- endmacro %}
+
 {#- json_object_agg(key, value_json_text): aggregate entries back into one JSON object. -#}
 {% macro json_object_agg(key, value) -%}
     {{ return(adapter.dispatch('json_object_agg', 'corral')(key, value)) }}
@@ -112,6 +124,11 @@
 
 {% macro postgres__json_object_agg(key, value) -%}
     json_object_agg({{ key }}, ({{ value }})::json order by {{ key }})
+{%- endmacro %}
+
+{#- Spark: keys are unique per group where Corral uses it (one latest value per key). -#}
+{% macro spark__json_object_agg(key, value) -%}
+    to_json(map_from_entries(collect_list(struct({{ key }}, parse_json({{ value }})))))
 {%- endmacro %}
 
 {#- json_array_agg(value): the values aggregated into one JSON array, sorted. -#}

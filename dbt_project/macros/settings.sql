@@ -47,6 +47,11 @@
     double
 {%- endmacro %}
 
+{#- Spark's `float` is single precision too. -#}
+{% macro spark__type_double() -%}
+    double
+{%- endmacro %}
+
 {#- The contracts' `varchar` (marts with enforced contracts declare it): Postgres turns trim() and
     JSON values into `text`, which an incremental build would take for a changed column type. -#}
 {% macro type_varchar() -%}
@@ -91,6 +96,11 @@
 {%- endmacro %}
 
 {% macro duckdb__number_or_null(text) -%}
+    try_cast({{ text }} as double)
+{%- endmacro %}
+
+{#- Spark 4 casts in ANSI mode: a plain cast of "n/a" fails the query. -#}
+{% macro spark__number_or_null(text) -%}
     try_cast({{ text }} as double)
 {%- endmacro %}
 

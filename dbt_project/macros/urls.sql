@@ -49,6 +49,7 @@
     url_decode(replace({{ expression }}, '+', ' '))
 {%- endmacro %}
 
+{#- Spark 4: "+" as a space, as Java's URLDecoder; a malformed escape is kept as it came. -#}
 {% macro spark__url_decode(expression) -%}
-    reflect('java.net.URLDecoder', 'decode', {{ expression }}, 'UTF-8')
+    coalesce(try_url_decode({{ expression }}), {{ expression }})
 {%- endmacro %}

@@ -9,7 +9,7 @@ resolved as (
 
     select node_id, identifier_type, identifier_value, profile_id from {{ ref('int_identity_resolved') }}
     {%- if is_incremental() %}
-    {#- only what builds since the last record re-resolved -#}
+    {#- only what builds since the last record re-resolved #}
     where resolved_at > (select max(recorded_at) from {{ this }})
     {%- endif %}
 
