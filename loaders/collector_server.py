@@ -84,7 +84,10 @@ def run(host: str, port: int, workers: int) -> None:
     for sock in sockets:
         sock.close()  # the workers hold their own copies
 
+    stop: list[int] = []  # the stop signal received, once one is
+
     def forward(signum: int, _frame: Any) -> None:
+        stop[:] = [signum]
         for process in processes:
             if process.is_alive() and process.pid:
                 os.kill(process.pid, signum)  # each worker shuts down gracefully and seals its segments
@@ -92,4 +95,10 @@ def run(host: str, port: int, workers: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
     for process in processes:
-        process.join()
+        while process.is_alive():
+            process.join(timeout=1.0)
+            if stop and process.is_alive() and process.pid:
+                # a worker still starting when the signal came can miss it (before its server
+                # installed its handlers): tell it again until it stops; a second SIGTERM does
+                # not cut a graceful shutdown short
+                os.kill(process.pid, stop[0] if stop[0] != signal.SIGINT else signal.SIGTERM)
