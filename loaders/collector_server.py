@@ -16,7 +16,6 @@ from uvicorn.config import LOGGING_CONFIG
 
 from loaders.collector import Counters, create_app
 
-
 PR_SET_PDEATHSIG = 1
 
 

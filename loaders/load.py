@@ -353,6 +353,42 @@ T = TypeVar("T")
 LOAD_LOCK = "corral.raw.load"  # one load at a time per server database (pg_advisory_xact_lock)
 MIRRORED = "''"  # landing_file of the rows copied from the server only so the dedupe rules see them
 COPY_CHUNK = 1 << 20
+LEDGERS = ("loaded_files", "protocol_files")
+# what a server load mirrors into the in-memory DuckDB before it runs (the query on Postgres)
+MIRROR_QUERIES = {
+    "loaded_files": "select * from raw.loaded_files",
+    "protocol_files": "select * from raw.protocol_files",
+    "message_ids": "select distinct message_id from raw.events where message_id is not null",
+    "violation_keys": "select distinct message_id, property_path, rule from raw.violations",
+}
+# per raw table, the rows a load added to the mirror (every other table: all its rows)
+NEW_ROWS = {
+    "events": f"landing_file <> {MIRRORED}",
+    "violations": f"landing_file <> {MIRRORED}",
+    **{ledger: f"file_sha256 not in (select file_sha256 from _pulled_{ledger})" for ledger in LEDGERS},
+}
+
+
+def seed_mirror(mem: duckdb.DuckDBPyConnection, sources: Mapping[str, str]) -> None:
+    """Make the in-memory DuckDB a server load (Postgres, Spark) runs on look, to the load, like
+    the server: raw.* as on the embedded warehouse, holding the server's ledgers and the keys the
+    dedupe rules look up (message ids, violation keys; landing_file MIRRORED). `sources` maps
+    each name of MIRROR_QUERIES to a DuckDB relation of what the server handed over."""
+    mem.execute(RAW_DDL)
+    mem.execute("set TimeZone = 'UTC'")
+    for ledger in LEDGERS:
+        mem.execute(f"insert into raw.{ledger} select * from {sources[ledger]}")
+        mem.execute(f"create temp table _pulled_{ledger} as select file_sha256 from raw.{ledger}")
+    mem.execute(f"insert into raw.events (message_id, source_id, loaded_at, landing_file, landing_line) "
+                f"select message_id, '', now()::timestamp, {MIRRORED}, 0 from {sources['message_ids']}")
+    mem.execute(f"insert into raw.violations (message_id, property_path, rule, source_id, action, received_at, loaded_at, landing_file, landing_line) "
+                f"select message_id, property_path, rule, '', '', now()::timestamp, now()::timestamp, {MIRRORED}, 0 "
+                f"from {sources['violation_keys']}")
+
+
+def new_rows(table: str) -> str:
+    """The condition that picks, in a mirror, the rows of raw.`table` this load added."""
+    return NEW_ROWS.get(table, "true")
 
 
 def load_on_server(run: Callable[[duckdb.DuckDBPyConnection], T], environ: Mapping[str, str] | None = None) -> T:
@@ -372,39 +408,24 @@ def load_on_server(run: Callable[[duckdb.DuckDBPyConnection], T], environ: Mappi
     if name != "postgres":
         raise ValueError(f"corral load: no loader for target {name!r} (CORRAL_TARGET); targets with a loader: duckdb, postgres, spark")
     with closing(connect_postgres(environ)) as pg, closing(duckdb.connect(":memory:")) as mem, tempfile.TemporaryDirectory() as tmp:
-        mem.execute(RAW_DDL)
-        mem.execute("set TimeZone = 'UTC'")
         pg.execute("select pg_advisory_xact_lock(hashtext(%s))", [LOAD_LOCK])
         work = Path(tmp)
-        for table in ("loaded_files", "protocol_files"):
-            _pull(pg, mem, work, f"select * from raw.{table}", f"insert into raw.{table} select * from {{csv}}")
-            mem.execute(f"create temp table _pulled_{table} as select file_sha256 from raw.{table}")
-        _pull(pg, mem, work, "select distinct message_id from raw.events where message_id is not null",
-              f"insert into raw.events (message_id, source_id, loaded_at, landing_file, landing_line) "
-              f"select column0, '', now()::timestamp, {MIRRORED}, 0 from {{csv}}")
-        _pull(pg, mem, work, "select distinct message_id, property_path, rule from raw.violations",
-              f"insert into raw.violations (message_id, property_path, rule, source_id, action, received_at, loaded_at, landing_file, landing_line) "
-              f"select column0, column1, column2, '', '', now()::timestamp, now()::timestamp, {MIRRORED}, 0 from {{csv}}")
+        seed_mirror(mem, {name: _pull(pg, work, name, query) for name, query in MIRROR_QUERIES.items()})
         result = run(mem)
-        new_rows = {
-            "events": f"landing_file <> {MIRRORED}",
-            "violations": f"landing_file <> {MIRRORED}",
-            "loaded_files": "file_sha256 not in (select file_sha256 from _pulled_loaded_files)",
-            "protocol_files": "file_sha256 not in (select file_sha256 from _pulled_protocol_files)",
-        }
         for table in RAW_TABLES:
-            _push(mem, pg, work, table, new_rows.get(table, "true"))
+            _push(mem, pg, work, table, new_rows(table))
         pg.commit()
     return result
 
 
-def _pull(pg, mem: duckdb.DuckDBPyConnection, work: Path, query: str, insert: str) -> None:  # pg: psycopg.Connection
-    path = work / "pulled.csv"
-    with path.open("wb") as out, pg.cursor() as cur, cur.copy(f"copy ({query}) to stdout (format csv)") as copy:
+def _pull(pg, work: Path, name: str, query: str) -> str:  # pg: psycopg.Connection
+    """`query`'s rows copied from the server to a CSV file (with a header, so never empty); the
+    DuckDB relation that reads it."""
+    path = work / f"pulled_{name}.csv"
+    with path.open("wb") as out, pg.cursor() as cur, cur.copy(f"copy ({query}) to stdout (format csv, header)") as copy:
         for chunk in copy:
             out.write(chunk)
-    if path.stat().st_size:
-        mem.execute(insert.format(csv=f"read_csv('{path}', header = false, all_varchar = true, delim = ',', quote = '\"', escape = '\"')"))
+    return f"read_csv('{path}', header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"')"
 
 
 def _push(mem: duckdb.DuckDBPyConnection, pg, work: Path, table: str, condition: str) -> None:  # pg: psycopg.Connection

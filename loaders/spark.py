@@ -33,11 +33,11 @@ from typing import Any, TextIO, TypeVar
 import duckdb
 import yaml
 
+from loaders.load import MIRROR_QUERIES, new_rows, seed_mirror
 from loaders.warehouse import RAW_DDL, RAW_TABLES
 
 T = TypeVar("T")
 PROFILES = Path(__file__).resolve().parents[1] / "profiles.yml"
-MIRRORED = "''"  # landing_file of rows copied from Spark only so the dedupe rules see them
 # the ledgers go last (see the module docstring)
 WRITE_ORDER = tuple(t for t in RAW_TABLES if t not in ("loaded_files", "protocol_files")) + ("loaded_files", "protocol_files")
 
@@ -99,27 +99,12 @@ def load_on_spark(run: Callable[[duckdb.DuckDBPyConnection], T], environ: Mappin
         try:
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"corral load: the Spark session did not start (exit {child.wait()}); see its output above")
-            mem.execute(RAW_DDL)
-            mem.execute("set TimeZone = 'UTC'")
             pulled = work / "pulled"
-            for table in ("loaded_files", "protocol_files"):
-                mem.execute(f"insert into raw.{table} select * from read_parquet('{pulled / table}/*.parquet')")
-                mem.execute(f"create temp table _pulled_{table} as select file_sha256 from raw.{table}")
-            mem.execute(f"insert into raw.events (message_id, source_id, loaded_at, landing_file, landing_line) "
-                        f"select message_id, '', now()::timestamp, {MIRRORED}, 0 from read_parquet('{pulled / 'message_ids'}/*.parquet')")
-            mem.execute(f"insert into raw.violations (message_id, property_path, rule, source_id, action, received_at, loaded_at, landing_file, landing_line) "
-                        f"select message_id, property_path, rule, '', '', now()::timestamp, now()::timestamp, {MIRRORED}, 0 "
-                        f"from read_parquet('{pulled / 'violation_keys'}/*.parquet')")
+            seed_mirror(mem, {name: f"read_parquet('{pulled / name}/*.parquet')" for name in MIRROR_QUERIES})
             result = run(mem)
-            new_rows = {
-                "events": f"landing_file <> {MIRRORED}",
-                "violations": f"landing_file <> {MIRRORED}",
-                "loaded_files": "file_sha256 not in (select file_sha256 from _pulled_loaded_files)",
-                "protocol_files": "file_sha256 not in (select file_sha256 from _pulled_protocol_files)",
-            }
             (work / "new").mkdir()
             for table in RAW_TABLES:
-                condition = new_rows.get(table, "true")
+                condition = new_rows(table)
                 if mem.execute(f"select count(*) from raw.{table} where {condition}").fetchone()[0]:
                     described = mem.execute(f"describe raw.{table}").fetchall()
                     columns = ", ".join(f"cast({name} as varchar) as {name}" if kind == "JSON" else name for name, kind, *_ in described)
@@ -146,10 +131,8 @@ def serve_load(work: Path, parent: TextIO) -> None:
     for statement in spark_raw_ddl():
         spark.sql(statement)
     pulled = work / "pulled"
-    spark.table("raw.loaded_files").coalesce(1).write.parquet(str(pulled / "loaded_files"))
-    spark.table("raw.protocol_files").coalesce(1).write.parquet(str(pulled / "protocol_files"))
-    spark.sql("select distinct message_id from raw.events where message_id is not null").coalesce(1).write.parquet(str(pulled / "message_ids"))
-    spark.sql("select distinct message_id, property_path, rule from raw.violations").coalesce(1).write.parquet(str(pulled / "violation_keys"))
+    for name, query in MIRROR_QUERIES.items():  # the same queries as on Postgres
+        spark.sql(query).coalesce(1).write.parquet(str(pulled / name))
     print("ready", file=parent, flush=True)
     if sys.stdin.readline().strip() != "commit":
         return

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -123,38 +124,20 @@ def run_sync(
     state.check_keys(con, sync)
     con.execute(state.DDL)
     result = SyncRunResult(sync=sync.name, run_id=uuid.uuid4().hex, dry_run=dry_run, full=full)
-    clock = time.monotonic()
-    started = datetime.now(timezone.utc).replace(tzinfo=None)
-    leases.acquire(con, sync.name, result.run_id, sync.deadline_seconds)  # one run at a time per sync
-    try:
-        state.fold(con, sync)  # answers of a run that stopped before folding them (a crash) count first
-        start_run(con, result, started)
-        try:
-            result.changes = state.build_plan(con, sync, full, keep_unchanged=destination.capabilities.snapshot)
-            result.operations = state.operation_counts(con, sync)
-            sendable = {op: n for op, n in result.operations.items() if op not in ("baseline", "forget")}
-            result.planned = sum(sendable.values())
-            result.skipped = result.changes.get("rejected", 0) if not full else 0
-            if dry_run:
-                result.samples = _samples(con, sync, sendable)
-            elif destination.capabilities.snapshot:
-                _send_snapshot(con, sync, destination, result)
-            else:
-                state.apply_silent(con, sync)
-                _send_plan(con, sync, destination, sendable, result, options, echo, clock)
-            result.status = "failed" if (result.failed or result.rejected or result.stopped) else "success"
-        except Exception as exc:
-            result.status = "failed"
-            result.errors.insert(0, f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            try:
-                state.fold(con, sync)
-            finally:
-                result.duration_seconds = time.monotonic() - clock
-                finish_run(con, result)
-    finally:
-        leases.release(con, sync.name, result.run_id)
+    # answers of a run that stopped before folding them (a crash) count first; this run's, at its end
+    with recorded_run(con, result, sync.deadline_seconds, settle=lambda: state.fold(con, sync)) as clock:
+        result.changes = state.build_plan(con, sync, full, keep_unchanged=destination.capabilities.snapshot)
+        result.operations = state.operation_counts(con, sync)
+        sendable = {op: n for op, n in result.operations.items() if op not in ("baseline", "forget")}
+        result.planned = sum(sendable.values())
+        result.skipped = result.changes.get("rejected", 0) if not full else 0
+        if dry_run:
+            result.samples = _samples(con, sync, sendable)
+        elif destination.capabilities.snapshot:
+            _send_snapshot(con, sync, destination, result)
+        else:
+            state.apply_silent(con, sync)
+            _send_plan(con, sync, destination, sendable, result, options, echo, clock)
     return result
 
 
@@ -367,6 +350,39 @@ class _Committer:
             self.flush()
         finally:
             self.cursor.close()
+
+
+@contextmanager
+def recorded_run(
+    con: duckdb.DuckDBPyConnection, result: SyncRunResult, deadline_seconds: float, settle: Callable[[], None] | None = None
+) -> Iterator[float]:
+    """The bookkeeping around every run, record syncs and event syncs alike: take the sync's
+    lease (one run at a time; SyncAlreadyRunning otherwise, before anything is read), `settle`
+    (if given) before the run row is written and again when the body ends, however it ends; the
+    run row, marked failed with the error when the body raises; the lease given back. Yields
+    the run's monotonic start time. The body fills `result`; its status is set here."""
+    clock = time.monotonic()
+    leases.acquire(con, result.sync, result.run_id, deadline_seconds)
+    try:
+        if settle is not None:
+            settle()
+        start_run(con, result, datetime.now(timezone.utc).replace(tzinfo=None))
+        try:
+            yield clock
+            result.status = "failed" if (result.failed or result.rejected or result.stopped) else "success"
+        except Exception as exc:
+            result.status = "failed"
+            result.errors.insert(0, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            try:
+                if settle is not None:
+                    settle()
+            finally:
+                result.duration_seconds = time.monotonic() - clock
+                finish_run(con, result)
+    finally:
+        leases.release(con, result.sync, result.run_id)
 
 
 def start_run(con: duckdb.DuckDBPyConnection, result: SyncRunResult, started: datetime) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,10 +44,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from reverse_etl import leases, state
+from reverse_etl import state
 from reverse_etl.destinations.base import AuthorizationFailed, BatchRejected, RetryableError
 from reverse_etl.destinations.event_base import EventDestination
-from reverse_etl.engine import EngineOptions, SyncRunResult, finish_run, start_run
+from reverse_etl.engine import EngineOptions, SyncRunResult, recorded_run
 from reverse_etl.filters import FilterError
 from reverse_etl.pacing import DeadlineExceeded, TokenBucket, with_retries
 from reverse_etl.syncs import EventSyncSpec, SyncConfigError
@@ -129,39 +128,25 @@ def run_event_sync(
     columns, condition = check_event_sync(con, sync, destination.event_capabilities.types)
     prepare(con)
     result = SyncRunResult(sync=sync.name, run_id=uuid.uuid4().hex, dry_run=dry_run)
-    clock = time.monotonic()
-    leases.acquire(con, sync.name, result.run_id, sync.deadline_seconds)  # one run at a time per sync
-    try:
-        start_run(con, result, datetime.now(timezone.utc).replace(tzinfo=None))
-        try:
-            cursor = _cursor(con, sync, keep=not dry_run)  # a dry run leaves the cursor as it is
-            if not dry_run:
-                cursor = advance_cursor(con, sync, condition, cursor)  # a run that died after committing answers is caught up
-            sql, params = _candidates(sync, condition, columns, cursor)
-            result.planned = _one(con.execute(f"select count(*) from ({sql})", params))[0]
-            retried = _one(con.execute(f"select count(*) from ({sql}) where _attempts > 0", params))[0]
-            result.changes = {"added": result.planned - retried, "changed": retried}
-            if dry_run:
-                sample, _ = _candidates(sync, condition, columns, cursor, limit=5)
-                rows = con.sql(sample, params=params).to_arrow_table().to_pylist()
-                result.samples = {"forward": [sync.filters.shape(build_event(row)) for row in rows]}
-            elif result.planned:
-                _forward(con, sync, destination, sql, params, result, options, clock)
-            if not dry_run:
-                cursor = advance_cursor(con, sync, condition, cursor)
-            result.metadata = {"cursor_loaded_at": str(cursor.loaded_at), "cursor_message_id": cursor.message_id}
-            if echo is not None:
-                echo(f"{sync.name}: {result.succeeded:,} of {result.planned:,} events delivered, {result.failed + result.rejected:,} failed")
-            result.status = "failed" if (result.failed or result.rejected or result.stopped) else "success"
-        except Exception as exc:
-            result.status = "failed"
-            result.errors.insert(0, f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            result.duration_seconds = time.monotonic() - clock
-            finish_run(con, result)
-    finally:
-        leases.release(con, sync.name, result.run_id)
+    with recorded_run(con, result, sync.deadline_seconds) as clock:
+        cursor = _cursor(con, sync, keep=not dry_run)  # a dry run leaves the cursor as it is
+        if not dry_run:
+            cursor = advance_cursor(con, sync, condition, cursor)  # a run that died after committing answers is caught up
+        sql, params = _candidates(sync, condition, columns, cursor)
+        result.planned = _one(con.execute(f"select count(*) from ({sql})", params))[0]
+        retried = _one(con.execute(f"select count(*) from ({sql}) where _attempts > 0", params))[0]
+        result.changes = {"added": result.planned - retried, "changed": retried}
+        if dry_run:
+            sample, _ = _candidates(sync, condition, columns, cursor, limit=5)
+            rows = con.sql(sample, params=params).to_arrow_table().to_pylist()
+            result.samples = {"forward": [sync.filters.shape(build_event(row)) for row in rows]}
+        elif result.planned:
+            _forward(con, sync, destination, sql, params, result, options, clock)
+        if not dry_run:
+            cursor = advance_cursor(con, sync, condition, cursor)
+        result.metadata = {"cursor_loaded_at": str(cursor.loaded_at), "cursor_message_id": cursor.message_id}
+        if echo is not None:
+            echo(f"{sync.name}: {result.succeeded:,} of {result.planned:,} events delivered, {result.failed + result.rejected:,} failed")
     return result
 
 

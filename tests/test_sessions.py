@@ -180,3 +180,78 @@ def test_a_bad_session_setting_fails_the_build_naming_the_var(tmp_path: Path) ->
         run_dbt(home.home, ["build", "--select", *MODELS], dbt_vars={"corral_session_timeout_minutes": "half an hour"}, echo=lambda line: None)
     log = (home.home.root / "dbt" / "logs" / "dbt.log").read_text()
     assert "var corral_session_timeout_minutes must be a whole number of at least 1; got: half an hour" in log
+
+
+def numbering_errors(sessions: list[tuple[Any, ...]]) -> list[str]:
+    """session_number read plainly from a snapshot's sessions: per profile (per anonymous id
+    without one), 1, 2, ... in order of start, then session id."""
+    by_key: dict[str, list[tuple[Any, ...]]] = {}
+    for row in sessions:
+        by_key.setdefault(row[2] or row[1], []).append(row)
+    return [
+        f"{key}: session {row[0]} numbered {row[-1]}, expected {n}"
+        for key, rows in by_key.items()
+        for n, row in enumerate(sorted(rows, key=lambda r: (r[3], r[0])), start=1)
+        if row[-1] != n
+    ]
+
+
+@settings(
+    max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    visits=st.lists(visitor_minutes, min_size=2, max_size=6),
+    users=st.lists(st.sampled_from([None, "kim", "lee"]), min_size=6, max_size=6),
+    batch_of=st.lists(st.integers(0, 2), min_size=60, max_size=60),
+)
+def test_sessions_keep_their_numbers_right_while_visitors_identify_across_builds(
+    visits: list[list[int]], users: list[str | None], batch_of: list[int], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Visitors (anonymous ids) log in as one of two people at their last event, in any load, while
+    late events land anywhere: every build numbers each profile's sessions 1, 2, ... in order,
+    across devices, and the last equals a full refresh (which renumbers everything)."""
+    home = Home(tmp_path_factory.mktemp("numbering"))
+    messages = []
+    for v, minutes in enumerate(visits):
+        messages += [message(f"v{v}", minute, "track" if (v + minute) % 4 == 0 else "page") for minute in minutes]
+        if users[v]:
+            messages.append(message(f"v{v}", max(minutes) + 1, "identify", userId=users[v]))
+    for batch in range(3):
+        chosen = [m for i, m in enumerate(messages) if batch_of[i % len(batch_of)] == batch]
+        if chosen:
+            home.load(chosen)
+            home.build()
+            assert numbering_errors(home.snapshot()["sessions"]) == []
+    incremental = home.snapshot()
+    profiles = {row[1]: row[2] for row in incremental["sessions"]}
+    for v, user in enumerate(users[:len(visits)]):  # everyone who logged in as the same person shares a profile
+        for w, other in enumerate(users[:len(visits)]):
+            if user and user == other:
+                assert profiles[f"v{v}"] == profiles[f"v{w}"]
+    home.build("--full-refresh")
+    assert home.snapshot() == incremental
+
+
+def test_a_late_event_renumbers_the_other_devices_later_sessions(tmp_path: Path) -> None:
+    """A late event on the phone, before the laptop's sessions of the same person: it gets its
+    own session, and the laptop's later sessions move up by one; earlier ones keep their numbers."""
+    home = Home(tmp_path)
+    home.load([
+        message("phone", 0), message("phone", 1, "identify", userId="kim"),
+        message("laptop", 200), message("laptop", 201, "identify", userId="kim"),
+        message("laptop", 400), message("phone", 600),
+    ])
+    home.build()
+    numbered = "select anonymous_id, started_at, session_number from marts.sessions order by session_number"
+    assert [(a, n) for a, _, n in home.query(numbered)] == [("phone", 1), ("laptop", 2), ("laptop", 3), ("phone", 4)]
+    home.load([message("phone", 300)])
+    home.build()
+    assert [(a, at, n) for a, at, n in home.query(numbered)] == [
+        ("phone", BASE, 1), ("laptop", BASE + timedelta(minutes=200), 2), ("phone", BASE + timedelta(minutes=300), 3),
+        ("laptop", BASE + timedelta(minutes=400), 4), ("phone", BASE + timedelta(minutes=600), 5),
+    ]
+    incremental = home.snapshot()
+    assert numbering_errors(incremental["sessions"]) == []
+    home.build("--full-refresh")
+    assert home.snapshot() == incremental

@@ -62,13 +62,21 @@
 {%- endmacro %}
 
 {#- A value that must never become an identifier: the configured list (case-insensitive), or
-    only zeros and dashes (^[0-]*$, which includes empty). Portable: no regex. -#}
+    only zeros and dashes (^[0-]*$, which includes empty). Portable: no regex. Cheap tests go
+    first (length, first character), so the string functions run only on the few values that
+    could match: this runs on every staged message. -#}
 {% macro identity_value_is_blocked(column) -%}
-    (lower({{ column }}) in (
-        {%- for value in var('corral_identity_blocked_values') -%}
-            '{{ value | lower | replace("'", "''") }}'{% if not loop.last %}, {% endif %}
+    {%- set values = var('corral_identity_blocked_values') | map('lower') | list -%}
+    (
+    {%- if values %}
+        (length({{ column }}) <= {{ values | map('length') | max }} and lower({{ column }}) in (
+        {%- for value in values -%}
+            '{{ value | replace("'", "''") }}'{% if not loop.last %}, {% endif %}
         {%- endfor -%}
-    ) or replace(replace({{ column }}, '0', ''), '-', '') = '')
+        )) or
+    {%- endif %}
+        (({{ column }} = '' or {{ column }} like '0%' or {{ column }} like '-%') and replace(replace({{ column }}, '0', ''), '-', '') = '')
+    )
 {%- endmacro %}
 
 {#- How each identifier type is read from a staged message, normalized. -#}

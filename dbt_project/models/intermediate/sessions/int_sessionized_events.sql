@@ -10,7 +10,9 @@
 -- the sessions from the first one those events can touch onwards are rebuilt, whole: an old
 -- session that ended more than the timeout before the earliest new event cannot change, and
 -- nothing is ever cut at an arbitrary window (the dbt-labs package's trailing 3 hours).
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='message_id', on_schema_change='fail') }}
+-- Strategy replace_tail (macros/replace_tail.sql): per anonymous id, the rows from the rebuilt
+-- part's first event on are replaced; its earlier events are not rewritten.
+{{ config(materialized='incremental', incremental_strategy='replace_tail', unique_key='anonymous_id', tail_column='occurred_at', on_schema_change='fail') }}
 {%- set timeout_seconds = whole_number_var('corral_session_timeout_minutes', 1) * 60 %}
 {%- set max_seconds = whole_number_var('corral_max_session_hours', 1) * 3600 %}
 
@@ -47,28 +49,22 @@ previous_events as (
 ),
 
 {#- per anonymous id, where rebuilding starts: the start of the first old visit that ended
-    within the timeout before the earliest new event (or later), else that event itself -#}
-old_visits as (
-
-    select anonymous_id, visit_started_at, max(occurred_at) as visit_ended_at
-    from previous_events
-    group by anonymous_id, visit_started_at
-
-),
-
+    within the timeout before the earliest new event (or later), else that event itself. An old
+    event at most the timeout before the earliest new one, or after it, belongs to such a visit
+    and carries its start; a visit that starts after the new event is rebuilt from that event. -#}
 rebuild_from as (
 
     select
         arrivals.anonymous_id,
-        min(case
-            when old_visits.visit_ended_at >= {{ dbt.dateadd('second', -1 * timeout_seconds, 'arrivals.earliest_new_at') }}
-                and old_visits.visit_started_at < arrivals.earliest_new_at
-                then old_visits.visit_started_at
+        case
+            when min(previous_events.visit_started_at) < arrivals.earliest_new_at then min(previous_events.visit_started_at)
             else arrivals.earliest_new_at
-        end) as rebuild_from_at
+        end as rebuild_from_at
     from arrivals
-    left join old_visits on arrivals.anonymous_id = old_visits.anonymous_id
-    group by arrivals.anonymous_id
+    left join previous_events
+        on arrivals.anonymous_id = previous_events.anonymous_id
+        and previous_events.occurred_at >= {{ dbt.dateadd('second', -1 * timeout_seconds, 'arrivals.earliest_new_at') }}
+    group by arrivals.anonymous_id, arrivals.earliest_new_at
 
 ),
 

@@ -2,16 +2,22 @@
 -- and exit pages, the first page view's referrer, campaign and click id, a channel from the
 -- editable seed channel_rules, the device, and session_number per profile. profile_id is the
 -- anonymous id's profile, so earlier sessions follow a visitor who later identifies.
--- Incremental: a build rewrites every session of the anonymous ids it re-sessionized or whose
--- profile moved, and of every other anonymous id of the profiles involved (so session_number
--- stays right when sessions join or leave a profile). Only the sessions int_sessionized_events
--- rebuilt are aggregated again from their events; the others are taken from this table as they
--- were, with their profile and number refreshed.
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='anonymous_id', on_schema_change='fail') }}
+-- Incremental (strategy replace_tail, macros/replace_tail.sql): per anonymous id, a build
+-- rewrites its sessions from the first one that changed (re-sessionized, or moved to another
+-- profile) and, in every profile involved before or after, every anonymous id's sessions from
+-- the profile's earliest change on, so session_number stays right across devices. Earlier
+-- sessions are not touched. Only the sessions int_sessionized_events rebuilt are aggregated
+-- again from their events; the others in the tails are taken from this table as they were,
+-- with their profile and number refreshed.
+{{ config(materialized='incremental', incremental_strategy='replace_tail', unique_key='anonymous_id', tail_column='started_at', on_schema_change='fail') }}
 {%- set landing_columns = [
     'page_url', 'page_path', 'page_host', 'page_query', 'referrer', 'referrer_host', 'utm_source', 'utm_medium',
     'utm_campaign', 'utm_term', 'utm_content', 'gclid', 'device_category'
 ] %}
+{%- set no_rule = 2147483647 %}
+{%- set session_number -%}
+    row_number() over (partition by coalesce(profile_id, anonymous_id) order by started_at, session_id)
+{%- endset %}
 {%- set session_columns = [
     'session_id', 'anonymous_id', 'started_at', 'ended_at', 'duration_seconds', 'event_count', 'page_view_count',
     'is_bounce', 'is_split', 'landing_page_url', 'landing_page_path', 'exit_page_url', 'exit_page_path', 'referrer',
@@ -29,9 +35,32 @@ anonymous_profiles as (
 
 ),
 
-channel_rules as (
+{#- the channel rules in the order they win (lowest rule_order, then the channel's name): each
+    session's candidates are reduced to one number, the smallest `preference`, with no sort -#}
+ranked_rules as (
 
-    select * from {{ ref('channel_rules') }}
+    select
+        match_on,
+        lower(match_value) as match_value,
+        channel,
+        dense_rank() over (order by rule_order, channel) as preference
+    from {{ ref('channel_rules') }}
+
+),
+
+rule_channels as (
+
+    select distinct preference, channel
+    from ranked_rules
+
+),
+
+utm_medium_preferences as (
+
+    select match_value as utm_medium, min(preference) as preference
+    from ranked_rules
+    where match_on = 'utm_medium'
+    group by match_value
 
 ),
 
@@ -55,58 +84,89 @@ rebuilt_from as (
 
 ),
 
-reresolved as (
-
-    select anonymous_profiles.anonymous_id
-    from anonymous_profiles
-    where anonymous_profiles.resolved_at > {{ built_through }}
-        and exists (
-            select 1 from {{ this }} as previous
-            where previous.anonymous_id = anonymous_profiles.anonymous_id
-                and previous.profile_id is distinct from anonymous_profiles.profile_id
-        )
-
-),
-
+{#- the anonymous ids resolved to another profile since the last build: their old profile and
+    first session (all their sessions move) -#}
 moved as (
 
-    select anonymous_id from rebuilt_from
-    union
-    select anonymous_id from reresolved
+    select previous.anonymous_id, previous.profile_id as previous_profile_id, min(previous.started_at) as first_started_at
+    from {{ this }} as previous
+    inner join anonymous_profiles on previous.anonymous_id = anonymous_profiles.anonymous_id
+    where anonymous_profiles.resolved_at > {{ built_through }}
+        and previous.profile_id is distinct from anonymous_profiles.profile_id
+    group by previous.anonymous_id, previous.profile_id
 
 ),
 
-involved_profiles as (
+{#- each anonymous id whose sessions change, and from when: a re-sessionized one from its first
+    rebuilt session, a moved one from its first session -#}
+changed as (
 
-    select anonymous_profiles.profile_id
-    from anonymous_profiles inner join moved on anonymous_profiles.anonymous_id = moved.anonymous_id
-    union
-    select previous.profile_id
-    from {{ this }} as previous inner join moved on previous.anonymous_id = moved.anonymous_id
-
-),
-
-affected as (
-
-    select anonymous_id from moved
-    union
-    select anonymous_profiles.anonymous_id
-    from anonymous_profiles inner join involved_profiles on anonymous_profiles.profile_id = involved_profiles.profile_id
-    union
-    select previous.anonymous_id
-    from {{ this }} as previous inner join involved_profiles on previous.profile_id = involved_profiles.profile_id
+    select anonymous_id, min(changed_from_at) as changed_from_at
+    from (
+        select anonymous_id, rebuilt_from_at as changed_from_at from rebuilt_from
+        union all
+        select anonymous_id, first_started_at from moved
+    ) as changes
+    group by anonymous_id
 
 ),
 
-{#- the affected anonymous ids' sessions that no re-sessionized event reaches: as they were -#}
+{#- sessions are numbered per profile (per anonymous id without one): every profile a changed
+    anonymous id belongs to, before or after this build, is renumbered from its earliest change;
+    its sessions before that keep their numbers -#}
+renumbered as (
+
+    select numbering_key, min(changed_from_at) as renumber_from_at
+    from (
+        select coalesce(anonymous_profiles.profile_id, changed.anonymous_id) as numbering_key, changed.changed_from_at
+        from changed left join anonymous_profiles on changed.anonymous_id = anonymous_profiles.anonymous_id
+        union all
+        select coalesce(previous_profile_id, anonymous_id), first_started_at from moved
+    ) as keys
+    group by numbering_key
+
+),
+
+{#- what this build writes, per anonymous id: its sessions from here on (the strategy replaces
+    exactly those), so every renumbered profile's sessions from its renumbering point. The
+    profile's members before this build are its members now, plus those that moved out (changed). -#}
+tails as (
+
+    select anonymous_id, min(renumber_from_at) as tail_from_at
+    from (
+        select anonymous_profiles.anonymous_id, renumbered.renumber_from_at
+        from anonymous_profiles inner join renumbered on anonymous_profiles.profile_id = renumbered.numbering_key
+        union all
+        select anonymous_id, changed_from_at from changed
+    ) as members
+    group by anonymous_id
+
+),
+
+{#- how many sessions each renumbered profile has before its renumbering point (unchanged) -#}
+numbered_before as (
+
+    select renumbered.numbering_key, count(*) as sessions_before
+    from {{ this }} as previous
+    inner join renumbered on coalesce(previous.profile_id, previous.anonymous_id) = renumbered.numbering_key
+    where previous.started_at < renumbered.renumber_from_at
+    group by renumbered.numbering_key
+
+),
+
+{#- the tails' sessions that no re-sessionized event reaches: as they were, with their profile refreshed -#}
 kept as (
 
     select
-        {%- for column in session_columns %}
+        previous.session_id,
+        previous.anonymous_id,
+        anonymous_profiles.profile_id,
+        {%- for column in session_columns[2:] %}
         previous.{{ column }}{{ ',' if not loop.last }}
         {%- endfor %}
     from {{ this }} as previous
-    inner join affected on previous.anonymous_id = affected.anonymous_id
+    inner join tails on previous.anonymous_id = tails.anonymous_id and previous.started_at >= tails.tail_from_at
+    left join anonymous_profiles on previous.anonymous_id = anonymous_profiles.anonymous_id
     left join rebuilt_from on previous.anonymous_id = rebuilt_from.anonymous_id
     where rebuilt_from.anonymous_id is null or previous.started_at < rebuilt_from.rebuilt_from_at
 
@@ -138,6 +198,24 @@ aggregated as (
         sum(case when message_type in ('page', 'screen') then 1 else 0 end) as page_view_count
     from session_events
     group by session_id, anonymous_id, visit_started_at, piece_number
+
+),
+
+{#- each session's profile and, in a full build, its number: the window sorts these narrow rows
+    (over the wide rows of the final select it costs several times more). An incremental build
+    numbers at the end instead, where the kept sessions of the affected anonymous ids join in. -#}
+profiled as (
+
+    select
+        with_profiles.*
+        {%- if not is_incremental() %},
+        {{ session_number }} as session_number
+        {%- endif %}
+    from (
+        select aggregated.*, anonymous_profiles.profile_id
+        from aggregated
+        left join anonymous_profiles on aggregated.anonymous_id = anonymous_profiles.anonymous_id
+    ) as with_profiles
 
 ),
 
@@ -174,66 +252,46 @@ exit_page_views as (
 
 ),
 
-{#- every rule a landing page view matches; the lowest rule_order wins -#}
-channel_matches as (
+{#- the best referrer rule of each distinct referrer host (few: the rules run per host, not per session) -#}
+referrer_preferences as (
 
-    select landing_page_views.session_id, channel_rules.rule_order, channel_rules.channel
-    from landing_page_views
-    inner join channel_rules
-        on channel_rules.match_on = 'utm_medium' and lower(landing_page_views.landing_utm_medium) = lower(channel_rules.match_value)
-
-    union all
-
-    select landing_page_views.session_id, channel_rules.rule_order, channel_rules.channel
-    from landing_page_views
-    inner join channel_rules
-        on channel_rules.match_on = 'click_id'
-        and {{ dbt.position("'&' || lower(channel_rules.match_value) || '='", "'&' || lower(landing_page_views.landing_page_query)") }} > 0
-
-    union all
-
-    select landing_page_views.session_id, referrers.rule_order, referrers.channel
-    from landing_page_views
-    inner join (
-        select hosts.referrer_host, channel_rules.rule_order, channel_rules.channel
-        from (
-            select distinct landing_referrer_host as referrer_host
-            from landing_page_views where landing_referrer_host is not null
-        ) as hosts
-        inner join channel_rules
-            on (channel_rules.match_on = 'referrer_domain'
-                and (hosts.referrer_host = lower(channel_rules.match_value)
-                    or hosts.referrer_host like '%.' || lower(channel_rules.match_value)))
-            or (channel_rules.match_on = 'referrer_prefix' and hosts.referrer_host like lower(channel_rules.match_value) || '%')
-    ) as referrers on landing_page_views.landing_referrer_host = referrers.referrer_host
+    select hosts.referrer_host, min(ranked_rules.preference) as preference
+    from (
+        select distinct landing_referrer_host as referrer_host
+        from landing_page_views where landing_referrer_host is not null
+    ) as hosts
+    inner join ranked_rules
+        on (ranked_rules.match_on = 'referrer_domain'
+            and (hosts.referrer_host = ranked_rules.match_value or hosts.referrer_host like '%.' || ranked_rules.match_value))
+        or (ranked_rules.match_on = 'referrer_prefix' and hosts.referrer_host like ranked_rules.match_value || '%')
+    group by hosts.referrer_host
 
 ),
 
-channels as (
+{#- the best click id rule of the landing page views whose URL has one of those parameters -#}
+click_id_preferences as (
 
-    select session_id, channel
-    from (
-        select
-            session_id,
-            channel,
-            row_number() over (partition by session_id order by rule_order, channel) as preference
-        from channel_matches
-    ) ranked
-    where preference = 1
+    select landing_page_views.session_id, min(ranked_rules.preference) as preference
+    from landing_page_views
+    inner join ranked_rules
+        on ranked_rules.match_on = 'click_id'
+        and {{ dbt.position("'&' || ranked_rules.match_value || '='", "'&' || lower(landing_page_views.landing_page_query)") }} > 0
+    group by landing_page_views.session_id
 
 ),
 
 rebuilt as (
 
     select
-        aggregated.session_id,
-        aggregated.anonymous_id,
-        aggregated.started_at,
-        aggregated.ended_at,
-        {{ dbt.datediff('aggregated.started_at', 'aggregated.ended_at', 'second') }} as duration_seconds,
-        aggregated.event_count,
-        aggregated.page_view_count,
-        aggregated.page_view_count = 1 and aggregated.event_count = 1 as is_bounce,
+        profiled.session_id,
+        profiled.anonymous_id,
+        profiled.profile_id,
+        profiled.started_at,
+        profiled.ended_at,
+        {{ dbt.datediff('profiled.started_at', 'profiled.ended_at', 'second') }} as duration_seconds,
+        profiled.event_count,
+        profiled.page_view_count,
+        profiled.page_view_count = 1 and profiled.event_count = 1 as is_bounce,
         split_visits.anonymous_id is not null as is_split,
         landing_page_views.landing_page_url,
         landing_page_views.landing_page_path,
@@ -248,20 +306,31 @@ rebuilt as (
         landing_page_views.landing_utm_content as utm_content,
         landing_page_views.landing_gclid as gclid,
         case
-            when channels.channel is not null then channels.channel
+            when rule_channels.channel is not null then rule_channels.channel
             when landing_page_views.landing_utm_medium is not null then 'other'
             when landing_page_views.landing_referrer_host is not null
                 and landing_page_views.landing_referrer_host <> coalesce(landing_page_views.landing_page_host, '') then 'referral'
             else 'direct'
         end as channel,
         coalesce(landing_page_views.landing_device_category, 'unknown') as device_category
-    from aggregated
-    left join landing_page_views on aggregated.session_id = landing_page_views.session_id
-    left join exit_page_views on aggregated.session_id = exit_page_views.session_id
-    left join channels on aggregated.session_id = channels.session_id
+        {%- if not is_incremental() %},
+        profiled.session_number
+        {%- endif %}
+    from profiled
+    left join landing_page_views on profiled.session_id = landing_page_views.session_id
+    left join exit_page_views on profiled.session_id = exit_page_views.session_id
+    left join utm_medium_preferences on lower(landing_page_views.landing_utm_medium) = utm_medium_preferences.utm_medium
+    left join referrer_preferences on landing_page_views.landing_referrer_host = referrer_preferences.referrer_host
+    left join click_id_preferences on profiled.session_id = click_id_preferences.session_id
+    left join rule_channels
+        on rule_channels.preference = least(
+            coalesce(utm_medium_preferences.preference, {{ no_rule }}),
+            coalesce(referrer_preferences.preference, {{ no_rule }}),
+            coalesce(click_id_preferences.preference, {{ no_rule }})
+        )
     left join split_visits
-        on aggregated.anonymous_id = split_visits.anonymous_id
-        and aggregated.visit_started_at = split_visits.visit_started_at
+        on profiled.anonymous_id = split_visits.anonymous_id
+        and profiled.visit_started_at = split_visits.visit_started_at
 
 ),
 
@@ -278,19 +347,19 @@ all_sessions as (
 final as (
 
     select
-        all_sessions.session_id,
-        all_sessions.anonymous_id,
-        anonymous_profiles.profile_id,
-        {%- for column in session_columns[2:] %}
+        {%- if is_incremental() %}
+        {%- for column in session_columns[:2] + ['profile_id'] + session_columns[2:] %}
         all_sessions.{{ column }},
         {%- endfor %}
-        row_number() over (
-            partition by coalesce(anonymous_profiles.profile_id, all_sessions.anonymous_id)
-            order by all_sessions.started_at, all_sessions.session_id
-        ) as session_number,
+        coalesce(numbered_before.sessions_before, 0) + {{ session_number }} as session_number,
+        {%- else %}
+        *,
+        {%- endif %}
         cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as updated_at
     from all_sessions
-    left join anonymous_profiles on all_sessions.anonymous_id = anonymous_profiles.anonymous_id
+    {%- if is_incremental() %}
+    left join numbered_before on coalesce(all_sessions.profile_id, all_sessions.anonymous_id) = numbered_before.numbering_key
+    {%- endif %}
 
 )
 
