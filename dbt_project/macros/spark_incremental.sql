@@ -1,13 +1,13 @@
 {#-
     Incremental models on Spark (dbt-spark). Corral's incremental models use `append`,
-    `delete+insert` and `replace_tail` (macros/replace_tail.sql); dbt-spark offers append, insert_overwrite, and merge on Delta/Iceberg/Hudi
-    tables only (their jars come from Maven, which Corral's machines do not reach), so tables
-    here are plain parquet and delete+insert is done the way parquet allows: the rows of the
-    table whose unique key is not in the new batch, plus the batch, written to a side table in
-    one statement (the batch, a view that may read the table, is read before anything changes),
-    then `insert overwrite` of the table from it. Same rows as delete+insert on DuckDB and
-    Postgres; the cost is rewriting the table on each incremental build rather than its changed
-    part (what merge on Delta would save).
+    `delete+insert` and `replace_tail` (macros/replace_tail.sql); dbt-spark offers append,
+    insert_overwrite, and merge on Delta/Iceberg/Hudi tables only (their jars come from Maven,
+    which Corral's machines do not reach), so tables here are plain parquet and the other two
+    are done the way parquet allows: the rows of the table the new batch does not replace, plus
+    the batch, written to a side table in one statement (the batch, a view that may read the
+    table, is read before anything changes), then `insert overwrite` of the table from it. Same
+    rows as on DuckDB and Postgres; the cost is rewriting the table on each incremental build
+    rather than its changed part (what merge on Delta would save).
 
     dbt-spark's incremental materialization validates the strategy and renders its SQL through
     these two macros; a root project's macro of the same name replaces the adapter's, and the

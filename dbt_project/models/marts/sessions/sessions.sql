@@ -15,6 +15,7 @@
     'utm_campaign', 'utm_term', 'utm_content', 'gclid', 'device_category'
 ] %}
 {%- set no_rule = 2147483647 %}
+{#- bigint on every engine in both paths (Spark's row_number is an int, its count a bigint) -#}
 {%- set session_number -%}
     row_number() over (partition by coalesce(profile_id, anonymous_id) order by started_at, session_id)
 {%- endset %}
@@ -209,7 +210,7 @@ profiled as (
     select
         with_profiles.*
         {%- if not is_incremental() %},
-        {{ session_number }} as session_number
+        cast({{ session_number }} as {{ dbt.type_bigint() }}) as session_number
         {%- endif %}
     from (
         select aggregated.*, anonymous_profiles.profile_id
@@ -351,7 +352,7 @@ final as (
         {%- for column in session_columns[:2] + ['profile_id'] + session_columns[2:] %}
         all_sessions.{{ column }},
         {%- endfor %}
-        coalesce(numbered_before.sessions_before, 0) + {{ session_number }} as session_number,
+        cast(coalesce(numbered_before.sessions_before, 0) + {{ session_number }} as {{ dbt.type_bigint() }}) as session_number,
         {%- else %}
         *,
         {%- endif %}
