@@ -33,13 +33,13 @@ from typing import Any, TextIO, TypeVar
 import duckdb
 import yaml
 
-from loaders.load import MIRROR_QUERIES, new_rows, seed_mirror
+from loaders.load import LEDGERS, MIRROR_QUERIES, new_rows, seed_mirror
 from loaders.warehouse import RAW_DDL, RAW_TABLES
 
 T = TypeVar("T")
 PROFILES = Path(__file__).resolve().parents[1] / "profiles.yml"
 # the ledgers go last (see the module docstring)
-WRITE_ORDER = tuple(t for t in RAW_TABLES if t not in ("loaded_files", "protocol_files")) + ("loaded_files", "protocol_files")
+WRITE_ORDER = tuple(t for t in RAW_TABLES if t not in LEDGERS) + LEDGERS
 
 
 def spark_parameters(environ: Mapping[str, str] | None = None, profiles: Path = PROFILES) -> dict[str, str]:

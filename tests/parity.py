@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from contextlib import closing
 from datetime import date, datetime
 from decimal import Decimal
@@ -17,6 +18,10 @@ from typing import Any
 
 import duckdb
 import pytest
+
+from dagster_defs.cli import main
+from loaders.home import CorralHome
+from loaders.synthetic import DemoSpec, write_ndjson
 
 Table = tuple[list[str], set[str], list[tuple[Any, ...]]]
 SCHEMAS = ("marts", "audiences")
@@ -33,6 +38,18 @@ MUST_FILL = {"marts.profiles", "marts.profile_events", "marts.profile_identifier
              "marts.page_views", "marts.audiences", "marts.audience_memberships", "marts.audience_events", "marts.audience_sizes",
              "audiences.cart_abandoners", "audiences.engaged_visitors", "audiences.high_value_customers",
              "audiences.recently_inactive_customers", "audiences.repeat_buyers", "raw.events", "raw.loaded_files"}
+
+
+def build_on_both(home: CorralHome, target: str, use_target: Callable[[str], None], first: DemoSpec, second: DemoSpec) -> None:
+    """`first` loaded and built through the `corral` command on DuckDB and on `target`, then
+    `second` (other customers, some ids shared) loaded and built incrementally on each.
+    `use_target(name)` points the environment at a target."""
+    for spec, folder in ((first, "demo"), (second, "demo2")):
+        write_ndjson(spec, home.landing / folder)
+        for name in ("duckdb", target):
+            use_target(name)
+            assert main(["load"]) == 0
+            assert main(["build", "--as-of", first.end.isoformat()]) == 0
 
 
 def duckdb_tables(warehouse: Path) -> dict[tuple[str, str], Table]:

@@ -43,10 +43,10 @@ import psycopg
 import pytest
 
 from conftest import create_postgres_database
-from parity import RAW_TABLES, Table, assert_same_tables, duckdb_tables, identity_rounds
+from parity import RAW_TABLES, Table, assert_same_tables, build_on_both, duckdb_tables, identity_rounds
 from dagster_defs.cli import main
 from loaders.home import CorralHome
-from loaders.synthetic import DemoSpec, write_ndjson
+from loaders.synthetic import DemoSpec
 
 pytestmark = pytest.mark.slow
 SPEC = DemoSpec(users=150, days=30, seed=3)
@@ -60,23 +60,15 @@ def built(tmp_path_factory: pytest.TempPathFactory, postgres: dict[str, str]) ->
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CORRAL_HOME", str(home.root))
 
-        def load_and_build(target: str) -> None:
+        def use_target(target: str) -> None:
             if target == "duckdb":
                 mp.delenv("CORRAL_TARGET", raising=False)
             else:
                 mp.setenv("CORRAL_TARGET", "postgres")
                 for name, value in server.items():
                     mp.setenv(name, value)
-            assert main(["load"]) == 0
-            assert main(["build", "--as-of", SPEC.end.isoformat()]) == 0
 
-        write_ndjson(SPEC, home.landing / "demo")
-        load_and_build("duckdb")
-        load_and_build("postgres")
-        # a second load (other customers, some ids shared) and an incremental build on each
-        write_ndjson(SECOND, home.landing / "demo2")
-        load_and_build("duckdb")
-        load_and_build("postgres")
+        build_on_both(home, "postgres", use_target, SPEC, SECOND)
         yield home, server
 
 

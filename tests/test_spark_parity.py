@@ -26,8 +26,8 @@ import pytest
 
 from dagster_defs.cli import main
 from loaders.home import CorralHome
-from loaders.synthetic import DemoSpec, write_ndjson
-from parity import assert_same_tables, duckdb_tables, identity_rounds, spark_tables
+from loaders.synthetic import DemoSpec
+from parity import assert_same_tables, build_on_both, duckdb_tables, identity_rounds, spark_tables
 
 pytestmark = pytest.mark.slow
 USERS = int(os.environ.get("CORRAL_SPARK_PARITY_USERS", "60"))
@@ -56,17 +56,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorralHome]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CORRAL_HOME", str(home.root))
 
-        def load_and_build(target: str) -> None:
-            mp.setenv("CORRAL_TARGET", target)
-            assert main(["load"]) == 0
-            assert main(["build", "--as-of", SPEC.end.isoformat()]) == 0
-
-        write_ndjson(SPEC, home.landing / "demo")
-        load_and_build("duckdb")
-        load_and_build("spark")
-        write_ndjson(SECOND, home.landing / "demo2")
-        load_and_build("duckdb")
-        load_and_build("spark")
+        build_on_both(home, "spark", lambda target: mp.setenv("CORRAL_TARGET", target), SPEC, SECOND)
         yield home
 
 
