@@ -1,5 +1,12 @@
 {#- Pieces for sessionization (models/intermediate/sessions). -#}
 
+{#- A session's id: the hash of its anonymous id, its visit's start and its piece, so the same
+    events always give the same id. Computed once per session (sessions) and per page view
+    (page_views), not stored per event. -#}
+{% macro session_id(anonymous_id, visit_started_at, piece_number) -%}
+    {{ surrogate_key([anonymous_id, sortable_timestamp(visit_started_at), piece_number]) }}
+{%- endmacro %}
+
 {#- Which piece of its visit a time falls in: whole `max_seconds` since the visit's start (0, 1, ...). -#}
 {% macro session_piece(visit_started_at, at, max_seconds) -%}
     cast(floor({{ dbt.datediff(visit_started_at, at, 'millisecond') }} / {{ max_seconds * 1000 }}) as {{ dbt.type_int() }})

@@ -2,8 +2,9 @@
 -- Per anonymous id, in time order: a gap longer than corral_session_timeout_minutes starts a
 -- new session (a gap of exactly the timeout stays in it); a session longer than
 -- corral_max_session_hours is cut into pieces of at most that long from the visit's start
--- (piece_number 0, 1, ...). session_id = hash(anonymous id, visit start, piece): the same
--- events always give the same id.
+-- (piece_number 0, 1, ...). A session is (anonymous id, visit start, piece): a visit starts at
+-- one moment per anonymous id, so the same events always make the same session. Its id (macro
+-- session_id, a hash of the three) is computed per session downstream, not stored per event.
 -- is_landing_page / is_exit_page mark each session's first and last page view (by time, then
 -- message id), computed along the same window, so sessions needs no join back to find them.
 -- Incremental: for every anonymous id that received new or late events since the last build,
@@ -165,9 +166,6 @@ final as (
         loaded_at,
         visit_started_at,
         piece_number,
-        {#- a visit starts at one moment per anonymous id, so this names the session by its own
-            events only: the same events, the same id -#}
-        {{ surrogate_key(['anonymous_id', sortable_timestamp('visit_started_at'), 'piece_number']) }} as session_id,
         cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as sessionized_at,
         {#- the session's first and last page view (by time, then message id): the previous /
             next page view of the anonymous id is in another visit or another piece -#}

@@ -15,7 +15,8 @@ profile_events as (
 
 sessionized as (
 
-    select message_id, session_id, is_landing_page, is_exit_page, sessionized_at from {{ ref('int_sessionized_events') }}
+    select message_id, anonymous_id, visit_started_at, piece_number, is_landing_page, is_exit_page, sessionized_at
+    from {{ ref('int_sessionized_events') }}
     where message_type in ('page', 'screen')
 
 ),
@@ -83,7 +84,11 @@ final as (
         parsed.profile_id,
         parsed.anonymous_id,
         parsed.user_id,
-        sessionized.session_id,
+        {#- hashed here, on the page views that have a session (the join leaves the others null) -#}
+        case
+            when sessionized.message_id is not null
+                then {{ session_id('sessionized.anonymous_id', 'sessionized.visit_started_at', 'sessionized.piece_number') }}
+        end as session_id,
         coalesce(sessionized.is_landing_page, false) as is_landing_page,
         coalesce(sessionized.is_exit_page, false) as is_exit_page,
         parsed.occurred_at,

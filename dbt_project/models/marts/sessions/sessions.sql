@@ -175,7 +175,7 @@ kept as (
 
 {#- page_views rewrote the page views of every re-sessionized event after int_sessionized_events
     (updated_at: a cheap filter first), and these are the ones of rebuilt sessions -#}
-{%- set of_rebuilt_sessions = 'and updated_at > ' ~ built_through ~ ' and session_id in (select session_id from session_events)' %}
+{%- set of_rebuilt_sessions = 'and updated_at > ' ~ built_through ~ ' and session_id in (select session_id from aggregated)' %}
 {% else %}
 session_events as (
 
@@ -186,19 +186,24 @@ session_events as (
 {%- set of_rebuilt_sessions = '' %}
 {% endif %}
 
+{#- a session is (anonymous id, visit start, piece); its id is hashed once per session, here -#}
 aggregated as (
 
     select
-        session_id,
-        anonymous_id,
-        visit_started_at,
-        piece_number,
-        min(occurred_at) as started_at,
-        max(occurred_at) as ended_at,
-        count(*) as event_count,
-        sum(case when message_type in ('page', 'screen') then 1 else 0 end) as page_view_count
-    from session_events
-    group by session_id, anonymous_id, visit_started_at, piece_number
+        {{ session_id('anonymous_id', 'visit_started_at', 'piece_number') }} as session_id,
+        grouped.*
+    from (
+        select
+            anonymous_id,
+            visit_started_at,
+            piece_number,
+            min(occurred_at) as started_at,
+            max(occurred_at) as ended_at,
+            count(*) as event_count,
+            sum(case when message_type in ('page', 'screen') then 1 else 0 end) as page_view_count
+        from session_events
+        group by anonymous_id, visit_started_at, piece_number
+    ) as grouped
 
 ),
 
@@ -231,8 +236,9 @@ split_visits as (
 ),
 
 {#- the landing and exit page views, flagged by int_sessionized_events: one of each per
-    session with page views, so no aggregation and no join back to find them (two narrow
-    scans of page_views: cheaper than materializing the page views they share) -#}
+    session with page views, so no aggregation and no join back to find them. page_views is
+    scanned once per use, narrowly: cheaper than materializing the landing page views that
+    the rules below also read. -#}
 landing_page_views as (
 
     select
@@ -258,8 +264,9 @@ referrer_preferences as (
 
     select hosts.referrer_host, min(ranked_rules.preference) as preference
     from (
-        select distinct landing_referrer_host as referrer_host
-        from landing_page_views where landing_referrer_host is not null
+        select distinct referrer_host
+        from {{ ref('page_views') }}
+        where is_landing_page and referrer_host is not null {{ of_rebuilt_sessions }}
     ) as hosts
     inner join ranked_rules
         on (ranked_rules.match_on = 'referrer_domain'
@@ -272,12 +279,16 @@ referrer_preferences as (
 {#- the best click id rule of the landing page views whose URL has one of those parameters -#}
 click_id_preferences as (
 
-    select landing_page_views.session_id, min(ranked_rules.preference) as preference
-    from landing_page_views
+    select landing_queries.session_id, min(ranked_rules.preference) as preference
+    from (
+        select session_id, page_query
+        from {{ ref('page_views') }}
+        where is_landing_page and page_query is not null {{ of_rebuilt_sessions }}
+    ) as landing_queries
     inner join ranked_rules
         on ranked_rules.match_on = 'click_id'
-        and {{ dbt.position("'&' || ranked_rules.match_value || '='", "'&' || lower(landing_page_views.landing_page_query)") }} > 0
-    group by landing_page_views.session_id
+        and {{ dbt.position("'&' || ranked_rules.match_value || '='", "'&' || lower(landing_queries.page_query)") }} > 0
+    group by landing_queries.session_id
 
 ),
 
