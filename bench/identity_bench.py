@@ -282,11 +282,11 @@ def hold_out(home: CorralHome) -> int:
         return con.execute("select count(*) from raw.bench_held_out").fetchone()[0]
 
 
-def bring_back(home: CorralHome) -> None:
-    """Load the held-out messages as a later load (loaded_at now), as the loader would."""
+def bring_back(home: CorralHome, table: str = "raw.bench_held_out") -> None:
+    """Load the held-out messages in `table` as a later load (loaded_at now), as the loader would."""
     with closing(connect(home)) as con:
-        con.execute("insert into raw.events select * replace (current_timestamp::timestamp as loaded_at) from raw.bench_held_out")
-        con.execute("drop table raw.bench_held_out")
+        con.execute(f"insert into raw.events select * replace (current_timestamp::timestamp as loaded_at) from {table}")
+        con.execute(f"drop table {table}")
 
 
 def profiles_checksum(home: CorralHome) -> tuple[int, int]:
