@@ -112,6 +112,16 @@ changed as (
 
 ),
 
+{#- the changed anonymous ids' profiles now: matched to the few changed ids once, so the joins
+    below do not each build a hash table of every anonymous id's profile -#}
+changed_profiles as (
+
+    select anonymous_profiles.anonymous_id, anonymous_profiles.profile_id
+    from anonymous_profiles
+    inner join changed on anonymous_profiles.anonymous_id = changed.anonymous_id
+
+),
+
 {#- sessions are numbered per profile (per anonymous id without one): every profile a changed
     anonymous id belongs to, before or after this build, is renumbered from its earliest change;
     its sessions before that keep their numbers -#}
@@ -119,8 +129,8 @@ renumbered as (
 
     select numbering_key, min(changed_from_at) as renumber_from_at
     from (
-        select coalesce(anonymous_profiles.profile_id, changed.anonymous_id) as numbering_key, changed.changed_from_at
-        from changed left join anonymous_profiles on changed.anonymous_id = anonymous_profiles.anonymous_id
+        select coalesce(changed_profiles.profile_id, changed.anonymous_id) as numbering_key, changed.changed_from_at
+        from changed left join changed_profiles on changed.anonymous_id = changed_profiles.anonymous_id
         union all
         select coalesce(previous_profile_id, anonymous_id), first_started_at from moved
     ) as keys
@@ -128,19 +138,21 @@ renumbered as (
 
 ),
 
-{#- what this build writes, per anonymous id: its sessions from here on (the strategy replaces
-    exactly those), so every renumbered profile's sessions from its renumbering point. The
-    profile's members before this build are its members now, plus those that moved out (changed). -#}
+{#- what this build writes, per anonymous id (with its profile now): its sessions from here on
+    (the strategy replaces exactly those), so every renumbered profile's sessions from its
+    renumbering point. The profile's members before this build are its members now, plus those
+    that moved out (changed). -#}
 tails as (
 
-    select anonymous_id, min(renumber_from_at) as tail_from_at
+    select anonymous_id, profile_id, min(renumber_from_at) as tail_from_at
     from (
-        select anonymous_profiles.anonymous_id, renumbered.renumber_from_at
+        select anonymous_profiles.anonymous_id, anonymous_profiles.profile_id, renumbered.renumber_from_at
         from anonymous_profiles inner join renumbered on anonymous_profiles.profile_id = renumbered.numbering_key
         union all
-        select anonymous_id, changed_from_at from changed
+        select changed.anonymous_id, changed_profiles.profile_id, changed.changed_from_at
+        from changed left join changed_profiles on changed.anonymous_id = changed_profiles.anonymous_id
     ) as members
-    group by anonymous_id
+    group by anonymous_id, profile_id
 
 ),
 
@@ -155,27 +167,34 @@ numbered_before as (
 
 ),
 
-{#- the tails' sessions that no re-sessionized event reaches: as they were, with their profile refreshed -#}
+{#- the tails' sessions that no re-sessionized event reaches: as they were, with their profile
+    refreshed. One inner join with the range to keep per anonymous id (its tail, up to where it
+    was rebuilt), so the table is probed once by the few tails. -#}
 kept as (
 
     select
         previous.session_id,
         previous.anonymous_id,
-        anonymous_profiles.profile_id,
+        kept_ranges.profile_id,
         {%- for column in session_columns[2:] %}
         previous.{{ column }}{{ ',' if not loop.last }}
         {%- endfor %}
     from {{ this }} as previous
-    inner join tails on previous.anonymous_id = tails.anonymous_id and previous.started_at >= tails.tail_from_at
-    left join anonymous_profiles on previous.anonymous_id = anonymous_profiles.anonymous_id
-    left join rebuilt_from on previous.anonymous_id = rebuilt_from.anonymous_id
-    where rebuilt_from.anonymous_id is null or previous.started_at < rebuilt_from.rebuilt_from_at
+    inner join (
+        select tails.anonymous_id, tails.profile_id, tails.tail_from_at, rebuilt_from.rebuilt_from_at
+        from tails left join rebuilt_from on tails.anonymous_id = rebuilt_from.anonymous_id
+    ) as kept_ranges
+        on previous.anonymous_id = kept_ranges.anonymous_id
+        and previous.started_at >= kept_ranges.tail_from_at
+        and (kept_ranges.rebuilt_from_at is null or previous.started_at < kept_ranges.rebuilt_from_at)
 
 ),
 
 {#- page_views rewrote the page views of every re-sessionized event after int_sessionized_events
     (updated_at: a cheap filter first), and these are the ones of rebuilt sessions -#}
 {%- set of_rebuilt_sessions = 'and updated_at > ' ~ built_through ~ ' and session_id in (select session_id from aggregated)' %}
+{#- every rebuilt session's anonymous id changed, so tails has its profile -#}
+{%- set profiles = 'tails' %}
 {% else %}
 session_events as (
 
@@ -184,6 +203,7 @@ session_events as (
 ),
 
 {%- set of_rebuilt_sessions = '' %}
+{%- set profiles = 'anonymous_profiles' %}
 {% endif %}
 
 {#- a session is (anonymous id, visit start, piece); its id is hashed once per session, here -#}
@@ -218,9 +238,9 @@ profiled as (
         cast({{ session_number }} as {{ dbt.type_bigint() }}) as session_number
         {%- endif %}
     from (
-        select aggregated.*, anonymous_profiles.profile_id
+        select aggregated.*, {{ profiles }}.profile_id
         from aggregated
-        left join anonymous_profiles on aggregated.anonymous_id = anonymous_profiles.anonymous_id
+        left join {{ profiles }} on aggregated.anonymous_id = {{ profiles }}.anonymous_id
     ) as with_profiles
 
 ),
