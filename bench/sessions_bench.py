@@ -373,7 +373,8 @@ def report(r: Result, command: str) -> str:
         f"page view, which pandas does not do) the three session models take {r.refresh.all_session_models_s:.2f} s "
         f"full and {r.incremental.all_session_models_s:.2f} s incremental. dbt runs one model at a time (--threads 1). "
         f"The incremental side is the faster of {len(r.incrementals)} builds in a row, each after loading one "
-        "held-out batch of about 1% of the events (a slice of the newest 0.9% and 0.1% late ones from any time): "
+        "held-out batch of about 1% of the events (a 0.9% slice of the newest events, oldest slice first, and 0.1% "
+        "late ones from any time): "
         + "; ".join(f"{b.describe(r)}: sessionization {run.sessionization_s:.2f} s"
                     for b, run in zip(r.batches, r.incrementals, strict=True))
         + ". "
