@@ -34,7 +34,7 @@ def message(anonymous_id: str, minute: float, kind: str = "page", **fields: Any)
         "messageId": f"{anonymous_id}-{kind}-{minute}",
         "anonymousId": anonymous_id,
         "timestamp": at.isoformat() + "Z",
-        "context": {"page": {"url": f"https://www.shop.example/p/{minute}"}},
+        "context": {"page": {"url": f"https://www.shop.example/p/{minute}?utm_campaign=c{int(minute) % 3}"}},
     }
     if kind == "track":
         base["event"] = "Clicked"
@@ -63,13 +63,16 @@ class Home:
             return con.execute(sql).fetchall()
 
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every column of both models but updated_at (when a row was written), in a fixed order."""
         return {
-            "sessions": sorted(self.query("""
-                select session_id, anonymous_id, profile_id, started_at, ended_at, event_count, page_view_count,
-                    is_bounce, landing_page_url, exit_page_url, channel, session_number
-                from marts.sessions""")),
-            "page_views": sorted(self.query("select message_id, session_id, profile_id from marts.page_views")),
+            "sessions": self.query("select * exclude (updated_at) from marts.sessions order by all"),
+            "page_views": self.query("select * exclude (updated_at) from marts.page_views order by all"),
         }
+
+
+def span(session: tuple[Any, ...]) -> tuple[datetime, datetime, int]:
+    """A snapshot's session row as (started_at, ended_at, event_count)."""
+    return session[3], session[4], session[6]
 
 
 def reference_sessions(messages: list[dict[str, Any]]) -> dict[str, list[tuple[datetime, datetime, int]]]:
@@ -96,7 +99,7 @@ def test_late_events_inside_between_and_before_old_sessions(tmp_path: Path) -> N
     first = [message("a1", 120), message("a1", 130, "track"), message("a1", 240), message("a1", 245)]
     home.load(first)
     home.build()
-    assert [r[3:6] for r in sorted(home.snapshot()["sessions"], key=lambda r: r[3])] == [
+    assert sorted(span(r) for r in home.snapshot()["sessions"]) == [
         (BASE + timedelta(minutes=120), BASE + timedelta(minutes=130), 2),
         (BASE + timedelta(minutes=240), BASE + timedelta(minutes=245), 2),
     ]
@@ -109,7 +112,7 @@ def test_late_events_inside_between_and_before_old_sessions(tmp_path: Path) -> N
     home.build()
     incremental = home.snapshot()
     expected = reference_sessions(first + late)["a1"]
-    assert sorted(r[3:6] for r in incremental["sessions"]) == expected
+    assert sorted(span(r) for r in incremental["sessions"]) == expected
     assert len(expected) == 2  # 30 alone (65-minute gap to 95), then 95 ... 245 as one session
     home.build("--full-refresh")
     assert home.snapshot() == incremental
@@ -167,7 +170,7 @@ def test_any_sequence_of_incremental_builds_equals_the_rule_and_a_full_refresh(
     expected = reference_sessions(messages)
     got: dict[str, list[tuple[datetime, datetime, int]]] = {}
     for row in incremental["sessions"]:
-        got.setdefault(row[1], []).append(row[3:6])
+        got.setdefault(row[1], []).append(span(row))
     assert {v: sorted(s) for v, s in got.items()} == expected
     home.build("--full-refresh")
     assert home.snapshot() == incremental

@@ -1,46 +1,94 @@
 -- One row per deduplicated page and screen message (of a known profile), with its URL taken
 -- apart, campaign parameters (context.campaign, else the URL's utm_* parameters), gclid,
 -- device category and session.
--- Incremental: a build rewrites the page views whose profile or session it just changed.
+-- Incremental: a build parses the page views that are new to the table, and gives the page
+-- views already in it whose profile or session it just changed their new profile and session,
+-- keeping the columns parsed from the message (a message's URL, campaign and device never change).
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='message_id', on_schema_change='fail') }}
+
+{#- the columns parsed from the message, in table order after the session flags -#}
+{%- set parsed_columns = [
+    'occurred_at', 'page_url', 'page_host', 'page_path', 'page_query', 'page_title', 'screen_name', 'referrer',
+    'referrer_host', 'utm_source', 'utm_medium', 'utm_campaign', 'utm_term', 'utm_content', 'gclid',
+    'device_category', 'loaded_at'
+] -%}
+{%- set updated_at = "cast('" ~ run_started_at.strftime("%Y-%m-%d %H:%M:%S") ~ "' as " ~ dbt.type_timestamp() ~ ")" -%}
 
 with
 
-profile_events as (
+{#- an incremental build reads the page views whose profile it wrote (new ones and moved ones)
+    and those of the anonymous ids it re-sessionized (every new page view among them) -#}
+{%- set since = loaded_through_value('updated_at') if is_incremental() else none %}
+profiled as (
 
     select * from {{ ref('profile_events') }}
     where message_type in ('page', 'screen')
+    {%- if since %} and profiled_at > {{ since }}{% endif %}
 
 ),
 
 sessionized as (
 
-    select message_id, anonymous_id, visit_started_at, piece_number, is_landing_page, is_exit_page, sessionized_at
+    select message_id, anonymous_id, visit_started_at, piece_number, is_landing_page, is_exit_page
     from {{ ref('int_sessionized_events') }}
     where message_type in ('page', 'screen')
+    {%- if since %} and sessionized_at > {{ since }}{% endif %}
 
 ),
 
 {% if is_incremental() %}
-changed as (
+{#- the page views already in the table that either changed -#}
+previous as (
 
-    select message_id from profile_events where profiled_at > {{ loaded_through('updated_at') }}
-    union
-    select message_id from sessionized where sessionized_at > {{ loaded_through('updated_at') }}
+    select *
+    from {{ this }}
+    where message_id in (
+        select message_id from profiled
+        union
+        select message_id from sessionized
+    )
 
 ),
 
+{#- the page views new to the table: parsed below -#}
 page_events as (
 
-    select profile_events.*
-    from profile_events
-    inner join changed on profile_events.message_id = changed.message_id
+    select profiled.*
+    from profiled
+    left join previous on profiled.message_id = previous.message_id
+    where previous.message_id is null
+
+),
+
+{#- a re-sessionized page view takes its new session; a re-profiled one its new profile -#}
+changed_page_views as (
+
+    select
+        previous.message_id,
+        previous.message_type,
+        coalesce(profiled.profile_id, previous.profile_id) as profile_id,
+        previous.anonymous_id,
+        previous.user_id,
+        case
+            when sessionized.message_id is not null
+                then {{ session_id('sessionized.anonymous_id', 'sessionized.visit_started_at', 'sessionized.piece_number') }}
+            else previous.session_id
+        end as session_id,
+        case when sessionized.message_id is not null then sessionized.is_landing_page else previous.is_landing_page end as is_landing_page,
+        case when sessionized.message_id is not null then sessionized.is_exit_page else previous.is_exit_page end as is_exit_page,
+        {%- for column in parsed_columns %}
+        previous.{{ column }},
+        {%- endfor %}
+        {{ updated_at }} as updated_at
+    from previous
+    left join profiled on previous.message_id = profiled.message_id
+    left join sessionized on previous.message_id = sessionized.message_id
 
 ),
 {% else %}
 page_events as (
 
-    select * from profile_events
+    select * from profiled
 
 ),
 {% endif %}
@@ -76,7 +124,7 @@ parsed as (
 
 ),
 
-final as (
+new_page_views as (
 
     select
         parsed.message_id,
@@ -108,10 +156,14 @@ final as (
         {{ url_parameter('parsed.page_url', 'gclid') }} as gclid,
         {{ device_category('parsed.user_agent', 'parsed.device_type') }} as device_category,
         parsed.loaded_at,
-        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as updated_at
+        {{ updated_at }} as updated_at
     from parsed
     left join sessionized on parsed.message_id = sessionized.message_id
 
 )
 
-select * from final
+select * from new_page_views
+{% if is_incremental() %}
+union all
+select * from changed_page_views
+{% endif %}
