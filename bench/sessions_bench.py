@@ -350,6 +350,7 @@ class Result:
 def report(r: Result, command: str) -> str:
     full, inc = r.refresh.sessionization_s, r.incremental.sessionization_s
     ratio = inc / full
+    all_ratio = r.incremental.all_session_models_s / r.refresh.all_session_models_s
     faster = full < r.pandas_s
     table = (
         "| events | anonymous ids | sessions | dbt full sessionization (s) | dbt incremental +1% (s) "
@@ -371,7 +372,8 @@ def report(r: Result, command: str) -> str:
         + " (the gap rule, the 24 h cut and the per-session aggregation with landing page, channel and "
         f"profile: the work pandas does and more); with `page_views` (URL, campaign and device parsing of every "
         f"page view, which pandas does not do) the three session models take {r.refresh.all_session_models_s:.2f} s "
-        f"full and {r.incremental.all_session_models_s:.2f} s incremental. dbt runs one model at a time (--threads 1). "
+        f"full and {r.incremental.all_session_models_s:.2f} s incremental ({all_ratio:.1%}). dbt runs one model at a time "
+        "(--threads 1). "
         f"The incremental side is the faster of {len(r.incrementals)} builds in a row, each after loading one "
         "held-out batch of about 1% of the events (a 0.9% slice of the newest events, oldest slice first, and 0.1% "
         "late ones from any time): "
@@ -400,7 +402,9 @@ def report(r: Result, command: str) -> str:
     targets = (
         f"- full build faster than pandas: **{'met' if faster else 'not met'}** (dbt {full:.2f} s vs pandas "
         f"{r.pandas_s:.2f} s)\n"
-        f"- incremental under 10% of the full build: **{'met' if ratio < 0.10 else 'not met'}** ({ratio:.1%})"
+        f"- incremental under 10% of the full build: **{'met' if ratio < 0.10 else 'not met'}** ({ratio:.1%}); "
+        f"counting `page_views` too (all three session models): {'met' if all_ratio < 0.10 else 'not met'} "
+        f"({r.incremental.all_session_models_s:.2f} s of {r.refresh.all_session_models_s:.2f} s, {all_ratio:.1%})"
         + smaller
     )
     return (
