@@ -29,7 +29,11 @@ profiled as (
 
 sessionized as (
 
-    select message_id, anonymous_id, visit_started_at, piece_number, is_landing_page, is_exit_page
+    select
+        message_id,
+        {{ session_id('anonymous_id', 'visit_started_at', 'piece_number') }} as session_id,
+        is_landing_page,
+        is_exit_page
     from {{ ref('int_sessionized_events') }}
     where message_type in ('page', 'screen')
     {%- if since %} and sessionized_at > {{ since }}{% endif %}
@@ -69,11 +73,7 @@ changed_page_views as (
         coalesce(profiled.profile_id, previous.profile_id) as profile_id,
         previous.anonymous_id,
         previous.user_id,
-        case
-            when sessionized.message_id is not null
-                then {{ session_id('sessionized.anonymous_id', 'sessionized.visit_started_at', 'sessionized.piece_number') }}
-            else previous.session_id
-        end as session_id,
+        case when sessionized.message_id is not null then sessionized.session_id else previous.session_id end as session_id,
         case when sessionized.message_id is not null then sessionized.is_landing_page else previous.is_landing_page end as is_landing_page,
         case when sessionized.message_id is not null then sessionized.is_exit_page else previous.is_exit_page end as is_exit_page,
         {%- for column in parsed_columns %}
@@ -132,11 +132,7 @@ new_page_views as (
         parsed.profile_id,
         parsed.anonymous_id,
         parsed.user_id,
-        {#- hashed here, on the page views that have a session (the join leaves the others null) -#}
-        case
-            when sessionized.message_id is not null
-                then {{ session_id('sessionized.anonymous_id', 'sessionized.visit_started_at', 'sessionized.piece_number') }}
-        end as session_id,
+        sessionized.session_id,
         coalesce(sessionized.is_landing_page, false) as is_landing_page,
         coalesce(sessionized.is_exit_page, false) as is_exit_page,
         parsed.occurred_at,
