@@ -1,9 +1,11 @@
 -- One row per deduplicated page and screen message (of a known profile), with its URL taken
 -- apart, campaign parameters (context.campaign, else the URL's utm_* parameters), gclid,
 -- device category and session.
--- Incremental: a build parses the page views that are new to the table, and gives the page
--- views already in it whose profile or session it just changed their new profile and session,
+-- Incremental: a build parses the page views that are new to the table, and rewrites the page
+-- views already in it that it re-profiled or re-sessionized with their new profile and session,
 -- keeping the columns parsed from the message (a message's URL, campaign and device never change).
+-- Every re-sessionized page view is rewritten, changed or not: sessions finds the page views of
+-- the sessions it rebuilds by updated_at.
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='message_id', on_schema_change='fail') }}
 
 {#- the columns parsed from the message, in table order after the session flags -#}
