@@ -91,21 +91,21 @@ def build_forwarding(manifest: Path, dbt_assets: AssetsDefinition | None = None)
 
     @multi_asset(name="event_forwarding", specs=specs, can_subset=True, pool=WAREHOUSE_POOL)
     def event_forwarding(context: AssetExecutionContext, corral: CorralResource, destinations: DestinationsResource) -> Iterator[MaterializeResult]:
-        home = corral.home()
         selected = [sync for sync in syncs if event_sync_key(sync) in context.selected_asset_keys]
         failures = []
-        for sync, outcome in run_syncs(home, selected, echo=context.log.info, env=destinations.env(home), parallel=8):
-            if isinstance(outcome, Exception):
-                failures.append(f"{sync.name}: {type(outcome).__name__}: {outcome}")
-                continue
-            counts = {"planned": outcome.planned, "sent": outcome.sent, "succeeded": outcome.succeeded, "failed": outcome.failed,
-                      "rejected": outcome.rejected, "requests_retried": outcome.requests_retried,
-                      "duration_seconds": round(outcome.duration_seconds, 3), "run_id": outcome.run_id,
-                      **{k: str(v) for k, v in outcome.metadata.items()}}
-            if outcome.status != "success":
-                failures.append(f"{sync.name} to {sync.destination}: " + "; ".join(outcome.errors[:3]))
-                continue
-            yield MaterializeResult(asset_key=event_sync_key(sync), metadata=counts)
+        with corral.writing(context.log.info) as home:
+            for sync, outcome in run_syncs(home, selected, echo=context.log.info, env=destinations.env(home), parallel=8):
+                if isinstance(outcome, Exception):
+                    failures.append(f"{sync.name}: {type(outcome).__name__}: {outcome}")
+                    continue
+                counts = {"planned": outcome.planned, "sent": outcome.sent, "succeeded": outcome.succeeded, "failed": outcome.failed,
+                          "rejected": outcome.rejected, "requests_retried": outcome.requests_retried,
+                          "duration_seconds": round(outcome.duration_seconds, 3), "run_id": outcome.run_id,
+                          **{k: str(v) for k, v in outcome.metadata.items()}}
+                if outcome.status != "success":
+                    failures.append(f"{sync.name} to {sync.destination}: " + "; ".join(outcome.errors[:3]))
+                    continue
+                yield MaterializeResult(asset_key=event_sync_key(sync), metadata=counts)
         if failures:
             raise Failure(description="event syncs failed (their events wait in the warehouse for the next run):\n" + "\n".join(failures))
 

@@ -4,11 +4,15 @@ credentials from. Every value comes from env vars unless a test or deployment ov
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from dagster import ConfigurableResource
 from dagster_dbt import DbtCliResource, DbtProject
 
 from dagster_defs.project import dbt_executable
 from loaders.home import CorralHome
+from loaders.warehouse import exclusive_writer
 
 WAREHOUSE_POOL = "corral_warehouse"  # DuckDB takes one writing process: every asset that writes it runs in this pool
 
@@ -23,6 +27,15 @@ class CorralResource(ConfigurableResource):
 
     def home(self) -> CorralHome:
         return CorralHome.from_env({"CORRAL_HOME": self.home_dir} if self.home_dir else None)
+
+    @contextmanager
+    def writing(self, log: Callable[[str], None]) -> Iterator[CorralHome]:
+        """The home, with the warehouse's writer lock held for the block (every asset in
+        WAREHOUSE_POOL writes inside one): a step that finds another process writing says so in
+        its log and waits, instead of failing on DuckDB's lock."""
+        waiting = "waiting for the warehouse: another process is writing it (DuckDB takes one writer)"
+        with exclusive_writer(self.home(), on_wait=lambda: log(waiting)) as home:
+            yield home
 
 
 class DestinationsResource(ConfigurableResource):

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -157,6 +159,31 @@ RAW_TABLES = ("events", "load_errors", "violations", "rejected_events", "replaye
 def target(environ: Mapping[str, str] | None = None) -> str:
     """The dbt target in use (CORRAL_TARGET, default duckdb), which is also where loads go."""
     return ((os.environ if environ is None else environ).get("CORRAL_TARGET") or "duckdb").strip()
+
+
+@contextmanager
+def exclusive_writer(
+    home: CorralHome, on_wait: Callable[[], None] | None = None, environ: Mapping[str, str] | None = None
+) -> Iterator[CorralHome]:
+    """Hold the embedded warehouse's writer lock (an advisory lock on `warehouse.lock` beside
+    it) while the block writes, waiting for another process's block to end first: DuckDB lets
+    one process open the file for writing, and fails the second at once instead of waiting.
+    Dagster's pool `corral_warehouse` queues the steps that write; this lock also covers two steps
+    that claim the pool's one slot at the same instant (its SQLite storage does not lock the slot
+    row). `on_wait` is called when the lock is held elsewhere, before waiting. Server targets take
+    no lock: they take several writers."""
+    if target(environ) != "duckdb":
+        yield home
+        return
+    home.root.mkdir(parents=True, exist_ok=True)
+    with open(home.root / "warehouse.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        yield home
 
 
 def postgres_conninfo(environ: Mapping[str, str] | None = None) -> str:

@@ -39,12 +39,13 @@ def build_dbt_assets(project: DbtProject) -> AssetsDefinition:
         # (dagster-dbt sets the variable itself when a run deselects checks)
         os.environ.setdefault("DBT_INDIRECT_SELECTION", INDIRECT_SELECTION)
         held: list[Any] = []
-        for event in dbt.cli(["build"], context=context).stream():
-            if held or (isinstance(event, Output) and context.asset_key_for_output(event.output_name) in audiences):
-                held.append(event)
-            else:
-                yield event
-        yield from with_sizes(held, context, audiences, corral)
+        with corral.writing(context.log.info):
+            for event in dbt.cli(["build"], context=context).stream():
+                if held or (isinstance(event, Output) and context.asset_key_for_output(event.output_name) in audiences):
+                    held.append(event)
+                else:
+                    yield event
+            yield from with_sizes(held, context, audiences, corral)
 
     return corral_dbt_models
 

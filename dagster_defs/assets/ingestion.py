@@ -41,8 +41,7 @@ landing_segments = AssetSpec(
     pool=WAREHOUSE_POOL,
 )
 def raw_events(context: AssetExecutionContext, corral: CorralResource) -> Iterator[MaterializeResult]:
-    home = corral.home()
-    with closing(connect(home)) as con:
+    with corral.writing(context.log.info) as home, closing(connect(home)) as con:
         result = load_landing(con, home.landing, skip_invalid=True)
         totals = {name: con.execute(f"select count(*) from raw.{name}").fetchone()[0] for name in ("events", *PROTOCOL_TABLES)}
     for line in describe(result):

@@ -36,8 +36,8 @@ def _sync_asset(sync: SyncSpec, dbt_assets: AssetsDefinition) -> AssetsDefinitio
                   "primary_key": sync.primary_key, "mapping": MetadataValue.json(sync.mapping)},
     )
     def _sync(context: AssetExecutionContext, corral: CorralResource, destinations: DestinationsResource) -> MaterializeResult:
-        home = corral.home()
-        result = run_one(home, sync, echo=context.log.info, env=destinations.env(home))
+        with corral.writing(context.log.info) as home:
+            result = run_one(home, sync, echo=context.log.info, env=destinations.env(home))
         counts = {
             "planned": result.planned, "sent": result.sent, "succeeded": result.succeeded, "failed": result.failed,
             "rejected": result.rejected, "skipped": result.skipped, "added": result.changes.get("added", 0),
